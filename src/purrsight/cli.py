@@ -1,0 +1,154 @@
+"""``purrsight <command>``: one entry point for data, training and the demo.
+
+Heavy libraries (torch, Lightning, MLflow, transformers) are imported inside the
+command that needs them, so ``purrsight --help`` answers at once.
+Errors print as one line (exit code 2 for bad configuration or input, 1 for other
+failures); ``--debug`` shows the full traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+DEFAULT_CONFIG = "config/demo.yaml"
+
+
+def _add_config_args(parser: argparse.ArgumentParser, default: str | None = DEFAULT_CONFIG) -> None:
+    parser.add_argument("--config", default=default, help=f"YAML config (default: {default})")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set phase1.epochs=5 (repeatable)",
+    )
+
+
+def _load(args: argparse.Namespace):
+    from purrsight.config import load_config
+
+    return load_config(args.config, args.overrides)
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def cmd_data_demo(args: argparse.Namespace) -> int:
+    from purrsight.data.demo import generate_demo_dataset
+
+    summary = generate_demo_dataset(args.out, n=args.n, seed=args.seed)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_train_phase1(args: argparse.Namespace) -> int:
+    from purrsight.train.phase1 import run_phase1
+
+    config = _load(args)
+    result = run_phase1(config, args.config)
+    print(f"aligner: {result.aligner_path}")
+    print(json.dumps({k: round(v, 4) for k, v in result.metrics.items()}, indent=2))
+    return 0
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    import yaml
+
+    print(yaml.safe_dump(_load(args).model_dump(), sort_keys=False), end="")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from purrsight.train.demo_job import run_demo
+
+    run_demo(_load(args), args.config, regenerate=args.regenerate)
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="purrsight", description="Read a cat's emotional state from what it sees and hears."
+    )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser("demo", help="the main job on the embedded default: data → Phase 1 → summary")
+    _add_config_args(demo)
+    demo.add_argument("--regenerate", action="store_true", help="remake the demo data even if present")
+    demo.set_defaults(func=cmd_demo)
+
+    data = commands.add_parser("data", help="data sets: generate demo data").add_subparsers(
+        dest="data_command", required=True, metavar="DATA_COMMAND"
+    )
+    gen = data.add_parser("demo", help="generate the procedural demo data set")
+    gen.add_argument("--out", default="data/demo", help="output folder (default: data/demo)")
+    gen.add_argument("--n", type=int, default=420, help="number of samples (default: 420)")
+    gen.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    gen.set_defaults(func=cmd_data_demo)
+
+    train = commands.add_parser("train", help="training").add_subparsers(
+        dest="train_command", required=True, metavar="PHASE"
+    )
+    p1 = train.add_parser("phase1", help="contrastive alignment of the frozen encoders")
+    _add_config_args(p1)
+    p1.set_defaults(func=cmd_train_phase1)
+
+    cfg = commands.add_parser("config", help="configuration").add_subparsers(
+        dest="config_command", required=True, metavar="CONFIG_COMMAND"
+    )
+    show = cfg.add_parser("show", help="print the resolved config")
+    _add_config_args(show)
+    show.set_defaults(func=cmd_config_show)
+    return parser
+
+
+def _setup_logging() -> None:
+    level = os.environ.get("LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(
+        level=getattr(logging, level, logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+def run_guarded(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Run a command; known user errors become one line on stderr."""
+    from purrsight.config import ConfigError
+    from purrsight.data.manifest import ManifestError
+    from purrsight.data.media import MediaError
+
+    try:
+        return func(args)
+    except (ConfigError, ManifestError, MediaError) as err:
+        if args.debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - the last line of defence: one line, not a traceback
+        if args.debug:
+            raise
+        print(f"error: {type(err).__name__}: {err} (run with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging()
+    return run_guarded(args.func, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

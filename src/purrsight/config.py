@@ -1,0 +1,263 @@
+"""Typed configuration: YAML files under ``config/`` plus ``--set a.b=value`` overrides.
+
+The top level carries the seed guide's flat Phase 2 keys (``batch_size``, ``lora_r``, …)
+exactly as the guide shows them; the frozen encoders, media limits, Phase 1 and MLflow
+have their own sections. Every model refuses unknown keys, and every problem surfaces as
+one :class:`ConfigError` line that names the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from purrsight.report import DEFAULT_LABELS
+
+
+class ConfigError(ValueError):
+    """A configuration problem, already phrased as one line for the user."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+ImageEncoderType = Literal["efficientnet_lite0", "hf"]
+AudioEncoderType = Literal["aisfx", "hf"]
+TextEncoderType = Literal["minilm", "hf"]
+
+
+class EncoderConfig(_Strict):
+    """One frozen encoder. Built-in types load weights shipped inside registry packages;
+    ``hf`` loads any model from a local Hugging Face folder given as ``path``."""
+
+    type: str
+    path: str | None = None
+    """Local folder (``hf``), or a weights file replacing the packaged one (built-ins)."""
+    pooling: Literal["mean", "cls", "pooler"] = "mean"
+    """How an ``hf`` encoder turns its hidden states into one vector."""
+    max_length: int = Field(default=128, gt=0, le=4096)
+    """Longest text in tokens (text encoders)."""
+
+    @model_validator(mode="after")
+    def _hf_needs_path(self) -> EncoderConfig:
+        if self.type == "hf" and not self.path:
+            raise ValueError("type 'hf' needs 'path': the local Hugging Face model folder")
+        return self
+
+
+class ImageEncoderConfig(EncoderConfig):
+    type: ImageEncoderType = "efficientnet_lite0"
+
+
+class AudioEncoderConfig(EncoderConfig):
+    type: AudioEncoderType = "aisfx"
+
+
+class TextEncoderConfig(EncoderConfig):
+    type: TextEncoderType = "minilm"
+
+
+class EncodersConfig(_Strict):
+    image: ImageEncoderConfig = Field(default_factory=ImageEncoderConfig)
+    audio: AudioEncoderConfig = Field(default_factory=AudioEncoderConfig)
+    text: TextEncoderConfig = Field(default_factory=TextEncoderConfig)
+
+
+class MediaConfig(_Strict):
+    """Limits applied when decoding media, so one bad file cannot take all memory."""
+
+    max_image_pixels: int = Field(default=40_000_000, gt=0)
+    max_audio_seconds: float = Field(default=30.0, gt=0)
+    max_file_bytes: int = Field(default=100 * 1024 * 1024, gt=0)
+
+
+class MlflowConfig(_Strict):
+    tracking_uri: str = "outputs/mlruns"
+    """A folder (a SQLite store ``mlflow.db`` is made inside it) or any MLflow URI."""
+    experiment_name: str = "purrsight"
+    enabled: bool = True
+
+
+class Phase1Config(_Strict):
+    """Contrastive alignment of the frozen encoders' features into one shared space."""
+
+    data_dir: str = "data/demo"
+    """Folder with train.jsonl and val.jsonl."""
+    output_dir: str = "checkpoints/alignment"
+    """Each run writes ``<output_dir>/<run>/aligner.pt`` and ``aligner.json``."""
+    run_name: str | None = None
+    embed_dim: int = Field(default=512, gt=0)
+    head_hidden_dim: int = Field(default=1024, gt=0)
+    head_dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    temperature_init: float = Field(default=0.07, gt=0.0, le=1.0)
+    batch_size: int = Field(default=64, ge=2)
+    epochs: int = Field(default=30, gt=0)
+    learning_rate: float = Field(default=1e-3, gt=0.0)
+    weight_decay: float = Field(default=0.01, ge=0.0)
+    warmup_steps: int = Field(default=20, ge=0)
+    encode_batch_size: int = Field(default=16, gt=0)
+    """Batch size of the one pass through the frozen encoders."""
+    seed: int = 0
+
+
+class DemoConfig(_Strict):
+    """The main job (``make demo``): demo data, then each stage, then a summary."""
+
+    n: int = Field(default=420, ge=14)
+    """Samples to generate (at least 2 per default label)."""
+    seed: int = 0
+    summary_path: str = "outputs/demo/summary.json"
+
+
+class Config(_Strict):
+    """The whole configuration. Top-level keys are the seed guide's Phase 2 keys."""
+
+    # --- the guide's keys (Phase 2) ---
+    phase1_checkpoint_path: str = "checkpoints/alignment/*/aligner.pt"
+    llm_model_name: str = "models/Qwen2.5-0.5B-Instruct"
+    batch_size: int = Field(default=8, gt=0)
+    num_epochs: int = Field(default=10, gt=0)
+    learning_rate: float = Field(default=2e-4, gt=0.0)
+    weight_decay: float = Field(default=0.01, ge=0.0)
+    warmup_steps: int = Field(default=500, ge=0)
+    lora_r: int = Field(default=16, gt=0)
+    lora_alpha: int = Field(default=32, gt=0)
+    lora_dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    lora_target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "v_proj", "k_proj", "o_proj"], min_length=1
+    )
+    data_dir: str = "data/instruction"
+    max_text_length: int = Field(default=512, gt=0)
+    num_workers: int = Field(default=4, ge=0)
+
+    # --- everything else ---
+    seed: int = 42
+    output_dir: str = "outputs"
+    labels: list[str] = Field(default_factory=lambda: list(DEFAULT_LABELS), min_length=2)
+    encoders: EncodersConfig = Field(default_factory=EncodersConfig)
+    media: MediaConfig = Field(default_factory=MediaConfig)
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+    phase1: Phase1Config = Field(default_factory=Phase1Config)
+    demo: DemoConfig = Field(default_factory=DemoConfig)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_unique(cls, labels: list[str]) -> list[str]:
+        if len(set(labels)) != len(labels):
+            raise ValueError("labels must be unique")
+        return labels
+
+    @field_validator("learning_rate", "weight_decay", "lora_dropout")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (or the defaults when ``path`` is None) and apply ``a.b=value``
+    overrides. Raises :class:`ConfigError` with one line that names the key."""
+    source = str(path) if path is not None else "<defaults>"
+    raw = _read_yaml(Path(path)) if path is not None else {}
+    for item in overrides or []:
+        key, value = _parse_override(item)
+        _set_nested(raw, key, value, source)
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(f"{source}: {_describe(err, raw)}") from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path}:{where}: invalid YAML: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def _parse_override(item: str) -> tuple[str, Any]:
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set phase1.epochs=5")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    return key.strip(), value
+
+
+def _set_nested(raw: dict[str, Any], dotted: str, value: Any, source: str) -> None:
+    node = raw
+    parts = dotted.split(".")
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            where = ".".join(parts[: i + 1])
+            raise ConfigError(f"{source}: --set {dotted}: '{where}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _describe(err: ValidationError, raw: dict[str, Any]) -> str:
+    """The first validation error as 'key: problem (got value)'."""
+    first = err.errors()[0]
+    loc = [str(p) for p in first["loc"]]
+    key = ".".join(loc) or "<top level>"
+    if first["type"] == "extra_forbidden":
+        allowed = ", ".join(_allowed_keys(loc[:-1]))
+        return f"unknown key '{key}'; allowed here: {allowed}"
+    message = first["msg"].removeprefix("Value error, ")
+    got = first.get("input")
+    shown = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
+    return f"{key}: {message}{shown}"
+
+
+def _allowed_keys(section: list[str]) -> list[str]:
+    model: type[BaseModel] = Config
+    for part in section:
+        field = model.model_fields.get(part)
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def to_flat_dict(config: Config) -> dict[str, Any]:
+    """The config as ``{"a.b": value}``, for logging as MLflow params."""
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(f"{prefix}{k}.", v)
+        else:
+            flat[prefix[:-1]] = node
+
+    walk("", config.model_dump())
+    return flat
+
+
+def dump_config(config: Config, path: Path) -> None:
+    """Write the resolved config as YAML (the artifact logged with every run)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config.model_dump(), sort_keys=False), encoding="utf-8")

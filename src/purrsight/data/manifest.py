@@ -1,0 +1,146 @@
+"""The instruction JSONL (one sample a line; see DESIGN.md) and its checks.
+
+Media paths are relative to the JSONL file's folder. Absolute paths and paths that
+leave that folder (``..``, symlinks pointing out) are refused. Every problem is
+reported as ``<file>:<line>: <reason>``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from purrsight.report import Report
+
+MEDIA_FIELDS = ("image", "audio", "video")
+
+
+class ManifestError(ValueError):
+    """A JSONL line that cannot be used; the message names the file and line."""
+
+
+class _Record(BaseModel):
+    """The schema of one JSONL line."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(min_length=1)
+    image: str | None = None
+    audio: str | None = None
+    video: str | None = None
+    instruction: str = "How does this cat feel?"
+    response: Report | str
+    label: str | None = None
+    subject_id: str | None = None
+    meta: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_modality(self) -> _Record:
+        if not any(getattr(self, name) for name in MEDIA_FIELDS):
+            raise ValueError("a sample needs at least one of image, audio, video")
+        return self
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One sample with its media paths resolved to absolute paths."""
+
+    id: str
+    image: Path | None
+    audio: Path | None
+    video: Path | None
+    instruction: str
+    response: Report | str
+    label: str | None
+    subject_id: str | None
+    source: str
+    """``<file>:<line>``, for error messages."""
+
+    @property
+    def modalities(self) -> list[str]:
+        return [name for name in MEDIA_FIELDS if getattr(self, name) is not None]
+
+    @property
+    def text(self) -> str:
+        """The caption used as the text side of contrastive alignment."""
+        if isinstance(self.response, Report):
+            return self.response.summary
+        return self.response
+
+    def response_json(self) -> str:
+        """The response exactly as the assistant should write it."""
+        if isinstance(self.response, Report):
+            return self.response.model_dump_json()
+        return self.response
+
+
+def resolve_media_path(root: Path, relative: str) -> Path:
+    """``root / relative``, refusing anything that leaves ``root``."""
+    candidate = Path(relative)
+    if candidate.is_absolute():
+        raise ValueError(f"absolute path {relative!r} is not allowed; use a path relative to the JSONL")
+    resolved = (root / candidate).resolve()
+    if not resolved.is_relative_to(root.resolve()):
+        raise ValueError(f"path {relative!r} leaves the data folder {root}")
+    return resolved
+
+
+def parse_line(text: str, root: Path, source: str, labels: list[str] | None) -> Sample:
+    """One JSONL line → :class:`Sample`; raises :class:`ManifestError` naming ``source``."""
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ManifestError(f"{source}: malformed JSON ({err.msg} at column {err.colno})") from None
+    if not isinstance(raw, dict):
+        raise ManifestError(f"{source}: expected a JSON object, got {type(raw).__name__}")
+    try:
+        record = _Record.model_validate(raw)
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join(str(p) for p in first["loc"]) or "<line>"
+        raise ManifestError(f"{source}: {key}: {first['msg']}") from None
+    if labels is not None and record.label is not None and record.label not in labels:
+        raise ManifestError(f"{source}: label {record.label!r} is not one of {labels}")
+    paths: dict[str, Path | None] = {}
+    for name in MEDIA_FIELDS:
+        value = getattr(record, name)
+        try:
+            paths[name] = resolve_media_path(root, value) if value else None
+        except ValueError as err:
+            raise ManifestError(f"{source}: {name}: {err}") from None
+    return Sample(
+        id=record.id,
+        instruction=record.instruction,
+        response=record.response,
+        label=record.label,
+        subject_id=record.subject_id,
+        source=source,
+        **paths,
+    )
+
+
+def read_manifest(path: str | Path, labels: list[str] | None = None) -> list[Sample]:
+    """All samples of a JSONL file, in file order. Blank lines are skipped; any bad
+    line raises :class:`ManifestError` naming the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: data file not found")
+    root = path.parent
+    samples: list[Sample] = []
+    seen: dict[str, str] = {}
+    with path.open(encoding="utf-8") as handle:
+        for number, text in enumerate(handle, start=1):
+            if not text.strip():
+                continue
+            source = f"{path}:{number}"
+            sample = parse_line(text, root, source, labels)
+            if sample.id in seen:
+                raise ManifestError(f"{source}: duplicate id {sample.id!r} (first at {seen[sample.id]})")
+            seen[sample.id] = source
+            samples.append(sample)
+    if not samples:
+        raise ManifestError(f"{path}: no samples in the file")
+    return samples

@@ -1,0 +1,87 @@
+"""The structured report a trained Purr-Sight model answers with, and the label set.
+
+The same pydantic model validates the responses written into training data and the
+JSON a model generates, so nothing that does not parse is passed on as a report.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+DEFAULT_LABELS: tuple[str, ...] = (
+    "content",
+    "playful",
+    "curious",
+    "demanding",
+    "fearful",
+    "aggressive",
+    "in_pain",
+)
+
+# What each default label looks and sounds like; used for zero-shot classification
+# in the shared space. Labels outside this table get "The cat is <label>."
+LABEL_DESCRIPTIONS: dict[str, str] = {
+    "content": "A relaxed, content cat lying calmly with half-closed eyes, purring softly.",
+    "playful": "A playful cat, alert and bouncy, pouncing with its tail up and chirping.",
+    "curious": "A curious cat with ears forward and wide eyes, exploring and trilling.",
+    "demanding": "A demanding cat meowing loudly and insistently for food or attention.",
+    "fearful": "A frightened cat crouched low with flattened ears and a puffed tail, hissing.",
+    "aggressive": "An aggressive cat with an arched back, bared teeth, growling and hissing.",
+    "in_pain": "A cat in pain, hunched and tense with squinted eyes, yowling or moaning.",
+}
+
+
+def label_description(label: str) -> str:
+    """A sentence describing ``label``, for zero-shot text prototypes."""
+    return LABEL_DESCRIPTIONS.get(label, f"The cat is {label.replace('_', ' ')}.")
+
+
+# Labels that call for a welfare alert: the report then advises a vet.
+WELFARE_LABELS: frozenset[str] = frozenset({"in_pain"})
+
+Modality = Literal["image", "audio", "video", "text"]
+Arousal = Literal["low", "medium", "high"]
+
+
+class Alternative(BaseModel):
+    """A less likely emotion and its probability."""
+
+    model_config = ConfigDict(extra="forbid")
+    emotion: str
+    p: float = Field(ge=0.0, le=1.0)
+
+
+class Evidence(BaseModel):
+    """What was seen and heard. A cue that was not observed is null."""
+
+    model_config = ConfigDict(extra="forbid")
+    ears: str | None = None
+    eyes: str | None = None
+    tail: str | None = None
+    posture: str | None = None
+    vocalization: str | None = None
+
+
+class Report(BaseModel):
+    """One cat's emotional state, with the evidence for it and what to do."""
+
+    model_config = ConfigDict(extra="forbid")
+    emotion: str
+    confidence: float = Field(ge=0.0, le=1.0)
+    alternatives: list[Alternative] = Field(default_factory=list)
+    arousal: Arousal
+    evidence: Evidence
+    summary: str
+    advice: str
+    welfare_alert: bool = False
+    modalities: list[Modality] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _welfare_alert_follows_label(self) -> Report:
+        # A pain reading must never go out without the alert: the alert is what a
+        # user acts on, so it is derived, not trusted from the generator.
+        if self.emotion in WELFARE_LABELS:
+            self.welfare_alert = True
+        return self

@@ -1,0 +1,143 @@
+"""Phase 1: align the frozen encoders' features in one shared space.
+
+    purrsight train phase1 --config config/demo.yaml             # the embedded default
+    purrsight train phase1 --config config/demo.yaml --set phase1.epochs=2   # a smoke run
+
+Writes ``<phase1.output_dir>/<run>/aligner.pt`` + ``aligner.json`` and logs to MLflow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from purrsight.config import Config, dump_config, to_flat_dict
+from purrsight.data.features import FeatureTable, encode_samples
+from purrsight.data.manifest import Sample, read_manifest
+from purrsight.models.aligner import Aligner, save_aligner
+from purrsight.models.encoders import build_encoder
+from purrsight.report import label_description
+from purrsight.train.phase1_module import AlignmentModule, EvalSet, FeatureDataset
+from purrsight.train.tracking import make_logger, ui_command
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Phase1Result:
+    run_dir: Path
+    aligner_path: Path
+    metrics: dict[str, float]
+    seconds: float
+    timings: dict[str, float]
+
+
+def data_hash(*paths: Path) -> str:
+    """sha256 over the JSONL files (first 16 hex), recorded with the aligner."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _label_index(samples: list[Sample], labels: list[str]) -> torch.Tensor:
+    return torch.tensor([labels.index(s.label) if s.label in labels else -1 for s in samples])
+
+
+def _encode_everything(
+    config: Config, train: list[Sample], val: list[Sample]
+) -> tuple[FeatureTable, FeatureTable, torch.Tensor, dict[str, str], dict[str, int]]:
+    """One pass through the frozen encoders: train and val features, label-description
+    text features [k, d_text], encoder identities and feature sizes."""
+    encoders = {m: build_encoder(m, getattr(config.encoders, m)) for m in ("image", "audio", "text")}
+    batch = config.phase1.encode_batch_size
+    train_table = encode_samples(train, encoders, config.media, batch, desc="train")
+    val_table = encode_samples(val, encoders, config.media, batch, desc="val")
+    with torch.no_grad():
+        label_feats = encoders["text"]([label_description(lb) for lb in config.labels]).float()
+    identities = {m: e.identity for m, e in encoders.items()}
+    dims = {m: e.dim for m, e in encoders.items()}
+    return train_table, val_table, label_feats, identities, dims
+
+
+def run_phase1(config: Config, config_path: str | None = None) -> Phase1Result:
+    """Train the aligner as ``config`` says and save it; returns where and how well."""
+    import lightning as L
+
+    started = time.perf_counter()
+    cfg = config.phase1
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    data_dir = Path(cfg.data_dir)
+    train_path, val_path = data_dir / "train.jsonl", data_dir / "val.jsonl"
+    train = read_manifest(train_path, config.labels)
+    val = read_manifest(val_path, config.labels)
+    log.info("Phase 1 data: %d train, %d val samples from %s", len(train), len(val), data_dir)
+
+    t0 = time.perf_counter()
+    train_table, val_table, label_feats, identities, dims = _encode_everything(config, train, val)
+    encode_seconds = time.perf_counter() - t0
+    log.info("Encoded %d samples once in %.1f s", len(train) + len(val), encode_seconds)
+
+    aligner = Aligner(dims, cfg.embed_dim, cfg.head_hidden_dim, cfg.head_dropout, cfg.temperature_init)
+    eval_set = EvalSet(val_table, [s.text for s in val], _label_index(val, config.labels), label_feats)
+    loader = DataLoader(
+        FeatureDataset(train_table), batch_size=cfg.batch_size, shuffle=True, drop_last=True
+    )
+    if len(loader) == 0:
+        raise ValueError(
+            f"phase1.batch_size={cfg.batch_size} is larger than the {len(train)} training samples"
+        )
+    total_steps = len(loader) * cfg.epochs
+    module = AlignmentModule(aligner, cfg, total_steps, eval_set)
+
+    run_name = cfg.run_name or datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(cfg.output_dir) / run_name
+    logger = make_logger(config.mlflow.tracking_uri, config.mlflow.experiment_name, f"phase1-{run_name}") \
+        if config.mlflow.enabled else False
+    trainer = L.Trainer(
+        max_epochs=cfg.epochs,
+        accelerator="cpu",
+        logger=logger,
+        enable_checkpointing=False,
+        log_every_n_steps=max(1, min(10, len(loader))),
+        num_sanity_val_steps=0,
+        enable_model_summary=False,
+    )
+    t0 = time.perf_counter()
+    trainer.fit(module, loader)
+    train_seconds = time.perf_counter() - t0
+
+    metrics = module.evaluate(eval_set)
+    meta = {
+        "encoders": identities,
+        "labels": config.labels,
+        "data_hash": data_hash(train_path, val_path),
+        "data_dir": str(data_dir),
+        "run_name": run_name,
+        "val_metrics": metrics,
+        "created": datetime.now().isoformat(timespec="seconds"),
+    }
+    aligner_path = save_aligner(run_dir, aligner, meta)
+    dump_config(config, run_dir / "config.yaml")
+    if logger:
+        _log_run(logger, config, run_dir, metrics)
+        log.info("MLflow run %s; view with: %s", logger.run_id, ui_command(config.mlflow.tracking_uri))
+    seconds = time.perf_counter() - started
+    timings = {"encode": encode_seconds, "train": train_seconds}
+    return Phase1Result(run_dir, aligner_path, metrics, seconds, timings)
+
+
+def _log_run(logger, config: Config, run_dir: Path, metrics: dict[str, float]) -> None:
+    """Flattened config as params, final val metrics, and the run's files as artifacts."""
+    logger.log_hyperparams(to_flat_dict(config))
+    logger.log_metrics({f"final_{k}": v for k, v in metrics.items()})
+    for name in ("config.yaml", "aligner.json"):
+        logger.experiment.log_artifact(logger.run_id, str(run_dir / name))
+    logger.finalize("success")

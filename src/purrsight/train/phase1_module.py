@@ -1,0 +1,108 @@
+"""Lightning module that trains the Phase 1 aligner on precomputed encoder features.
+
+Shapes: b = batch, d_m = a modality's feature size, e = shared embed size.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch.utils.data import Dataset
+
+from purrsight.config import Phase1Config
+from purrsight.data.features import FeatureTable
+from purrsight.models.aligner import Aligner, contrastive_loss
+from purrsight.models.retrieval import alignment_metrics
+from purrsight.train.schedule import warmup_then_decay
+
+
+class FeatureDataset(Dataset):
+    """Rows of a :class:`FeatureTable`: ({modality: [d_m]}, {modality: bool})."""
+
+    def __init__(self, table: FeatureTable) -> None:
+        self.table = table
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getitem__(self, i: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        feats = {m: x[i] for m, x in self.table.features.items()}
+        present = {m: p[i] for m, p in self.table.present.items()}
+        return feats, present
+
+
+class EvalSet:
+    """What validation needs: the split's features, captions, labels and the
+    label-description text features (for zero-shot)."""
+
+    def __init__(
+        self,
+        table: FeatureTable,
+        texts: list[str],
+        labels: torch.Tensor,
+        label_features: torch.Tensor,
+    ) -> None:
+        self.table, self.texts, self.labels, self.label_features = table, texts, labels, label_features
+
+
+class AlignmentModule(L.LightningModule):
+    """InfoNCE over image–text, audio–text and image–audio pairs."""
+
+    def __init__(
+        self, aligner: Aligner, cfg: Phase1Config, total_steps: int, eval_set: EvalSet | None
+    ) -> None:
+        super().__init__()
+        self.aligner = aligner
+        self.cfg = cfg
+        self.total_steps = total_steps
+        self.eval_set = eval_set
+        self.last_metrics: dict[str, float] = {}
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        features, present = batch
+        embeds = self.aligner(features)
+        loss, parts = contrastive_loss(embeds, present, self.aligner.scale())
+        size = int(next(iter(present.values())).shape[0])
+        self.log("train_loss", loss, prog_bar=True, batch_size=size)
+        for name, value in parts.items():
+            self.log(f"train_loss_{name}", value, batch_size=size)
+        self.log("temperature", 1.0 / self.aligner.scale(), batch_size=size)
+        self.log("lr", self.optimizers().param_groups[0]["lr"], batch_size=size)
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        if self.eval_set is None:
+            return
+        self.last_metrics = self.evaluate(self.eval_set)
+        shown = {k: v for k, v in self.last_metrics.items() if k in ("i2t_r1", "a2t_r1", "zero_shot_acc")}
+        self.log_dict({f"val_{k}": v for k, v in self.last_metrics.items()})
+        self.log_dict({f"val_{k}": v for k, v in shown.items()}, prog_bar=True)
+
+    @torch.no_grad()
+    def evaluate(self, eval_set: EvalSet) -> dict[str, float]:
+        """Retrieval and zero-shot metrics of the current heads on ``eval_set``."""
+        was_training = self.aligner.training
+        self.aligner.eval()
+        embeds = self.aligner(eval_set.table.features)
+        label_embeds = self.aligner.heads["text"](eval_set.label_features)
+        metrics = alignment_metrics(
+            embeds, eval_set.table.present, eval_set.texts, eval_set.labels, label_embeds
+        )
+        self.aligner.train(was_training)
+        return metrics
+
+    def configure_optimizers(self):
+        # No weight decay on the temperature or on norms/biases: decaying log(1/T)
+        # would pull the temperature towards 1 and fight the loss.
+        decay, no_decay = [], []
+        for name, param in self.aligner.named_parameters():
+            (no_decay if param.ndim < 2 else decay).append(param)
+        optimizer = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": self.cfg.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=self.cfg.learning_rate,
+        )
+        scheduler = warmup_then_decay(optimizer, self.cfg.warmup_steps, self.total_steps, "cosine")
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,45 @@
+"""MLflow set-up shared by both training phases.
+
+MLflow 3.17 refuses its plain file store, so a folder given as the tracking URI
+becomes a SQLite store inside it (``<folder>/mlflow.db``) with artifacts beside it
+(``<folder>/artifacts``). ``mlflow ui --backend-store-uri sqlite:///<folder>/mlflow.db``
+shows the runs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Before mlflow is imported anywhere: no telemetry from an offline machine.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+_URI_SCHEMES = ("sqlite:", "http:", "https:", "file:", "postgresql", "mysql", "databricks")
+
+
+def resolve_tracking(uri_or_folder: str) -> tuple[str, str | None]:
+    """(tracking URI, artifact location or None) for a folder or an MLflow URI."""
+    if uri_or_folder.startswith(_URI_SCHEMES):
+        return uri_or_folder, None
+    folder = Path(uri_or_folder).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / 'mlflow.db'}", (folder / "artifacts").as_uri()
+
+
+def ui_command(uri_or_folder: str) -> str:
+    """The command that shows these runs in a browser."""
+    uri, _ = resolve_tracking(uri_or_folder)
+    return f"mlflow ui --backend-store-uri {uri}"
+
+
+def make_logger(tracking: str, experiment: str, run_name: str):
+    """A Lightning MLFlowLogger writing to ``tracking`` (folder or URI)."""
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    uri, artifacts = resolve_tracking(tracking)
+    return MLFlowLogger(
+        experiment_name=experiment,
+        run_name=run_name,
+        tracking_uri=uri,
+        artifact_location=artifacts,
+    )

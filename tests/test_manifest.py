@@ -1,0 +1,91 @@
+"""The instruction JSONL: schema, path safety, and errors naming file and line."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from purrsight.data.manifest import ManifestError, read_manifest
+from purrsight.report import Report
+
+REPORT = {
+    "emotion": "fearful",
+    "confidence": 0.8,
+    "alternatives": [{"emotion": "aggressive", "p": 0.1}],
+    "arousal": "high",
+    "evidence": {"ears": "flattened", "tail": "puffed", "vocalization": "hiss"},
+    "summary": "The cat is frightened.",
+    "advice": "Give it space.",
+    "modalities": ["image"],
+}
+
+
+def _write(tmp_path: Path, lines: list) -> Path:
+    path = tmp_path / "train.jsonl"
+    path.write_text("\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines) + "\n")
+    return path
+
+
+def _sample(i: int, **extra) -> dict:
+    return {"id": f"s-{i}", "image": f"img/{i}.png", "response": REPORT, **extra}
+
+
+def test_reads_samples_and_resolves_paths(tmp_path: Path) -> None:
+    path = _write(tmp_path, [_sample(1, label="fearful", subject_id="cat-1"), "", _sample(2, audio="a/2.wav")])
+    samples = read_manifest(path, labels=["fearful", "content"])
+    assert [s.id for s in samples] == ["s-1", "s-2"]
+    assert samples[0].image == (tmp_path / "img/1.png").resolve()
+    assert isinstance(samples[0].response, Report)
+    assert samples[0].text == "The cat is frightened."
+    assert samples[1].modalities == ["image", "audio"]
+    assert samples[1].source == f"{path}:3"
+
+
+def test_plain_text_response_is_its_own_caption(tmp_path: Path) -> None:
+    s = read_manifest(_write(tmp_path, [{"id": "a", "audio": "x.wav", "response": "A hiss."}]))[0]
+    assert s.text == "A hiss." and s.response_json() == "A hiss."
+
+
+@pytest.mark.parametrize(
+    ("line", "fragment"),
+    [
+        ("{not json", "malformed JSON"),
+        ("[1, 2]", "expected a JSON object"),
+        ({"id": "x", "response": "r"}, "at least one of image, audio, video"),
+        ({"id": "x", "image": "a.png"}, "response: Field required"),
+        ({"id": "x", "image": "/etc/passwd", "response": "r"}, "absolute path"),
+        ({"id": "x", "image": "../../secret.png", "response": "r"}, "leaves the data folder"),
+        ({"id": "x", "image": "a.png", "response": "r", "label": "sleepy"}, "label 'sleepy' is not one of"),
+        ({"id": "x", "image": "a.png", "response": "r", "colour": "red"}, "colour: Extra inputs"),
+        ({"id": "x", "image": "a.png", "response": {**REPORT, "confidence": 2}}, "confidence"),
+    ],
+)
+def test_bad_lines_name_file_and_line(tmp_path: Path, line, fragment: str) -> None:
+    path = _write(tmp_path, [_sample(1), line])
+    with pytest.raises(ManifestError) as err:
+        read_manifest(path, labels=["fearful"])
+    assert str(err.value).startswith(f"{path}:2: ")
+    assert fragment in str(err.value)
+
+
+def test_symlink_leaving_the_root_is_refused(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "link").symlink_to(outside)
+    path = root / "train.jsonl"
+    path.write_text(json.dumps({"id": "x", "image": "link/a.png", "response": "r"}) + "\n")
+    with pytest.raises(ManifestError, match="leaves the data folder"):
+        read_manifest(path)
+
+
+def test_duplicate_ids_and_empty_files(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError, match=r":2: duplicate id 's-1' \(first at .*:1\)"):
+        read_manifest(_write(tmp_path, [_sample(1), _sample(1)]))
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(ManifestError, match="no samples"):
+        read_manifest(empty)
+    with pytest.raises(ManifestError, match="data file not found"):
+        read_manifest(tmp_path / "missing.jsonl")
