@@ -82,7 +82,9 @@ def test_heads_output_unit_vectors_and_temperature() -> None:
 def test_saved_aligner_loads_weights_only_and_rebuilds_same_heads(tmp_path: Path) -> None:
     torch.manual_seed(0)
     aligner = Aligner(DIMS, embed_dim=16, hidden_dim=32).eval()
-    path = save_aligner(tmp_path / "run", aligner, {"labels": ["a", "b"], "encoders": {"image": "x"}})
+    path = save_aligner(
+        tmp_path / "run", aligner, {"labels": ["a", "b"], "encoders": {"image": "x"}}
+    )
     state = torch.load(path, weights_only=True)
     assert all(isinstance(v, torch.Tensor) for v in state.values())
     rebuilt, info = load_aligner(path)

@@ -27,7 +27,9 @@ def test_train_config_carries_the_guides_values() -> None:
 
 
 def test_overrides_are_typed_and_nested() -> None:
-    c = load_config(CONFIG_DIR / "demo.yaml", ["phase1.epochs=3", "learning_rate=1e-5", "labels=[a, b]"])
+    c = load_config(
+        CONFIG_DIR / "demo.yaml", ["phase1.epochs=3", "learning_rate=1e-5", "labels=[a, b]"]
+    )
     assert c.phase1.epochs == 3 and c.learning_rate == 1e-5 and c.labels == ["a", "b"]
 
 
@@ -38,7 +40,10 @@ def test_overrides_are_typed_and_nested() -> None:
         ("nonsense=1", "unknown key 'nonsense'"),
         ("phase1.batch_size=-1", "phase1.batch_size: Input should be greater than or equal to 2"),
         ("lora_r=abc", "lora_r: Input should be a valid integer"),
-        ("encoders.image.type=clip", "encoders.image.type: Input should be 'efficientnet_lite0' or 'hf'"),
+        (
+            "encoders.image.type=clip",
+            "encoders.image.type: Input should be 'efficientnet_lite0' or 'hf'",
+        ),
         ("encoders.text.type=hf", "encoders.text: type 'hf' needs 'path'"),
         ("lora_dropout=1.5", "lora_dropout: Input should be less than 1"),
         ("labels=[a, a]", "labels: labels must be unique"),

@@ -31,7 +31,9 @@ def _sample(i: int, **extra) -> dict:
 
 
 def test_reads_samples_and_resolves_paths(tmp_path: Path) -> None:
-    path = _write(tmp_path, [_sample(1, label="fearful", subject_id="cat-1"), "", _sample(2, audio="a/2.wav")])
+    path = _write(
+        tmp_path, [_sample(1, label="fearful", subject_id="cat-1"), "", _sample(2, audio="a/2.wav")]
+    )
     samples = read_manifest(path, labels=["fearful", "content"])
     assert [s.id for s in samples] == ["s-1", "s-2"]
     assert samples[0].image == (tmp_path / "img/1.png").resolve()
@@ -55,7 +57,10 @@ def test_plain_text_response_is_its_own_caption(tmp_path: Path) -> None:
         ({"id": "x", "image": "a.png"}, "response: Field required"),
         ({"id": "x", "image": "/etc/passwd", "response": "r"}, "absolute path"),
         ({"id": "x", "image": "../../secret.png", "response": "r"}, "leaves the data folder"),
-        ({"id": "x", "image": "a.png", "response": "r", "label": "sleepy"}, "label 'sleepy' is not one of"),
+        (
+            {"id": "x", "image": "a.png", "response": "r", "label": "sleepy"},
+            "label 'sleepy' is not one of",
+        ),
         ({"id": "x", "image": "a.png", "response": "r", "colour": "red"}, "colour: Extra inputs"),
         ({"id": "x", "image": "a.png", "response": {**REPORT, "confidence": 2}}, "confidence"),
     ],

@@ -23,7 +23,9 @@ def test_images_decode_to_rgb(tmp_path: Path, ext: str) -> None:
     assert img.mode == "RGB" and img.size == (40, 30)
 
 
-@pytest.mark.parametrize(("ext", "subtype"), [("wav", "PCM_16"), ("flac", None), ("ogg", None), ("mp3", None)])
+@pytest.mark.parametrize(
+    ("ext", "subtype"), [("wav", "PCM_16"), ("flac", None), ("ogg", None), ("mp3", None)]
+)
 def test_audio_decodes_to_mono_at_the_requested_rate(tmp_path: Path, ext: str, subtype) -> None:
     path = tmp_path / f"x.{ext}"
     stereo = np.stack([_tone(22050, 1.0), _tone(22050, 1.0)], axis=1)

@@ -14,7 +14,6 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 DEFAULT_CONFIG = "config/demo.yaml"
 
@@ -49,9 +48,9 @@ def cmd_data_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_train_phase1(args: argparse.Namespace) -> int:
+    config = _load(args)  # refuse a bad config before the slow imports
     from purrsight.train.phase1 import run_phase1
 
-    config = _load(args)
     result = run_phase1(config, args.config)
     print(f"aligner: {result.aligner_path}")
     print(json.dumps({k: round(v, 4) for k, v in result.metrics.items()}, indent=2))
@@ -66,9 +65,10 @@ def cmd_config_show(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    config = _load(args)
     from purrsight.train.demo_job import run_demo
 
-    run_demo(_load(args), args.config, regenerate=args.regenerate)
+    run_demo(config, args.config, regenerate=args.regenerate)
     return 0
 
 
@@ -82,9 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = commands.add_parser("demo", help="the main job on the embedded default: data → Phase 1 → summary")
+    demo = commands.add_parser(
+        "demo", help="the main job on the embedded default: data → Phase 1 → summary"
+    )
     _add_config_args(demo)
-    demo.add_argument("--regenerate", action="store_true", help="remake the demo data even if present")
+    demo.add_argument(
+        "--regenerate", action="store_true", help="remake the demo data even if present"
+    )
     demo.set_defaults(func=cmd_demo)
 
     data = commands.add_parser("data", help="data sets: generate demo data").add_subparsers(
@@ -112,13 +116,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _DropAdverts(logging.Filter):
+    """Lightning advertises a cloud logger at every start; that is noise here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
 def _setup_logging() -> None:
+    """One console format for everything; ``LOG_LEVEL=DEBUG`` shows more."""
     level = os.environ.get("LOG_LEVEL", "INFO").upper()
-    logging.basicConfig(
-        level=getattr(logging, level, logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     )
+    handler.addFilter(_DropAdverts())
+    logging.basicConfig(level=getattr(logging, level, logging.INFO), handlers=[handler], force=True)
 
 
 def run_guarded(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
@@ -140,7 +153,10 @@ def run_guarded(func: Callable[[argparse.Namespace], int], args: argparse.Namesp
     except Exception as err:  # noqa: BLE001 - the last line of defence: one line, not a traceback
         if args.debug:
             raise
-        print(f"error: {type(err).__name__}: {err} (run with --debug for the traceback)", file=sys.stderr)
+        print(
+            f"error: {type(err).__name__}: {err} (run with --debug for the traceback)",
+            file=sys.stderr,
+        )
         return 1
 
 

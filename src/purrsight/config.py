@@ -93,12 +93,12 @@ class Phase1Config(_Strict):
     run_name: str | None = None
     embed_dim: int = Field(default=512, gt=0)
     head_hidden_dim: int = Field(default=1024, gt=0)
-    head_dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    head_dropout: float = Field(default=0.5, ge=0.0, lt=1.0)
     temperature_init: float = Field(default=0.07, gt=0.0, le=1.0)
     batch_size: int = Field(default=64, ge=2)
     epochs: int = Field(default=30, gt=0)
-    learning_rate: float = Field(default=1e-3, gt=0.0)
-    weight_decay: float = Field(default=0.01, ge=0.0)
+    learning_rate: float = Field(default=5e-4, gt=0.0)
+    weight_decay: float = Field(default=0.1, ge=0.0)
     warmup_steps: int = Field(default=20, ge=0)
     encode_batch_size: int = Field(default=16, gt=0)
     """Batch size of the one pass through the frozen encoders."""
@@ -190,7 +190,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
+        raise ConfigError(
+            f"{path}: the top level must be a mapping of keys, got {type(data).__name__}"
+        )
     return data
 
 

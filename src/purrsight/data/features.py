@@ -70,7 +70,7 @@ def encode_samples(
         rows = [i for i, flag in enumerate(mask.tolist()) if flag]
         out = torch.zeros(len(samples), encoder.dim, dtype=torch.float32)
         batches = range(0, len(rows), batch_size)
-        for start in tqdm(batches, desc=f"{desc} {modality}", unit="batch", leave=False):
+        for start in tqdm(batches, desc=f"{desc} {modality}", unit="batch", leave=False, disable=None):
             chunk = rows[start : start + batch_size]
             items = [_load_one(load, samples[i]) for i in chunk]
             with torch.no_grad():
@@ -83,4 +83,6 @@ def _load_one(load: Callable[[Sample], Any], sample: Sample) -> Any:
     try:
         return load(sample)
     except MediaError as err:
-        raise MediaError(err.path, f"{err.reason} (sample {sample.id!r} at {sample.source})") from None
+        raise MediaError(
+            err.path, f"{err.reason} (sample {sample.id!r} at {sample.source})"
+        ) from None

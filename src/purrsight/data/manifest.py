@@ -81,7 +81,9 @@ def resolve_media_path(root: Path, relative: str) -> Path:
     """``root / relative``, refusing anything that leaves ``root``."""
     candidate = Path(relative)
     if candidate.is_absolute():
-        raise ValueError(f"absolute path {relative!r} is not allowed; use a path relative to the JSONL")
+        raise ValueError(
+            f"absolute path {relative!r} is not allowed; use a path relative to the JSONL"
+        )
     resolved = (root / candidate).resolve()
     if not resolved.is_relative_to(root.resolve()):
         raise ValueError(f"path {relative!r} leaves the data folder {root}")
@@ -138,7 +140,9 @@ def read_manifest(path: str | Path, labels: list[str] | None = None) -> list[Sam
             source = f"{path}:{number}"
             sample = parse_line(text, root, source, labels)
             if sample.id in seen:
-                raise ManifestError(f"{source}: duplicate id {sample.id!r} (first at {seen[sample.id]})")
+                raise ManifestError(
+                    f"{source}: duplicate id {sample.id!r} (first at {seen[sample.id]})"
+                )
             seen[sample.id] = source
             samples.append(sample)
     if not samples:

@@ -36,7 +36,9 @@ class MediaError(ValueError):
 
 def _check_file(path: Path, allowed: frozenset[str], kind: str, max_bytes: int) -> None:
     if path.suffix.lower() not in allowed:
-        raise MediaError(path, f"not a supported {kind} type (allowed: {', '.join(sorted(allowed))})")
+        raise MediaError(
+            path, f"not a supported {kind} type (allowed: {', '.join(sorted(allowed))})"
+        )
     if not path.exists():
         raise MediaError(path, "file not found")
     if not path.is_file():
@@ -100,7 +102,7 @@ def load_audio(
             # Some containers (ogg, mp3) cannot report a frame count up front; then
             # read at most the allowed duration plus one sample and check after.
             limit = int(math.ceil(max_seconds * rate)) + 1
-            if 0 < frames and frames / rate > max_seconds:
+            if frames > 0 and frames / rate > max_seconds:
                 raise MediaError(
                     path, f"audio is {frames / rate:.1f} s long, over the limit of {max_seconds} s"
                 )

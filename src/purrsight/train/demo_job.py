@@ -26,9 +26,12 @@ def ensure_demo_data(config: Config, regenerate: bool) -> dict[str, Any]:
 
     data_dir = Path(config.phase1.data_dir)
     if (data_dir / "train.jsonl").is_file() and not regenerate:
-        print(f"demo data already in {data_dir} (use --regenerate to remake it)")
-        return {"out_dir": str(data_dir), "reused": True}
-    summary = generate_demo_dataset(data_dir, n=config.demo.n, seed=config.demo.seed, labels=config.labels)
+        n = sum(1 for line in (data_dir / "all.jsonl").open() if line.strip())
+        print(f"demo data already in {data_dir}: {n} samples (use --regenerate to remake it)")
+        return {"n": n, "out_dir": str(data_dir), "reused": True}
+    summary = generate_demo_dataset(
+        data_dir, n=config.demo.n, seed=config.demo.seed, labels=config.labels
+    )
     print(json.dumps(summary, indent=2))
     return summary
 
@@ -70,7 +73,11 @@ def run_demo(config: Config, config_path: str | None, regenerate: bool = False) 
     summary = write_summary(
         summary_path,
         {
-            "data": {"n": data.get("n"), "out_dir": data.get("out_dir"), "seconds": round(data_seconds, 1)},
+            "data": {
+                "n": data.get("n"),
+                "out_dir": data.get("out_dir"),
+                "seconds": round(data_seconds, 1),
+            },
             "phase1": phase1,
             "total_seconds": round(total, 1),
         },

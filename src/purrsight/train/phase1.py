@@ -56,7 +56,9 @@ def _encode_everything(
 ) -> tuple[FeatureTable, FeatureTable, torch.Tensor, dict[str, str], dict[str, int]]:
     """One pass through the frozen encoders: train and val features, label-description
     text features [k, d_text], encoder identities and feature sizes."""
-    encoders = {m: build_encoder(m, getattr(config.encoders, m)) for m in ("image", "audio", "text")}
+    encoders = {
+        m: build_encoder(m, getattr(config.encoders, m)) for m in ("image", "audio", "text")
+    }
     batch = config.phase1.encode_batch_size
     train_table = encode_samples(train, encoders, config.media, batch, desc="train")
     val_table = encode_samples(val, encoders, config.media, batch, desc="val")
@@ -71,6 +73,9 @@ def run_phase1(config: Config, config_path: str | None = None) -> Phase1Result:
     """Train the aligner as ``config`` says and save it; returns where and how well."""
     import lightning as L
 
+    from purrsight.train import route_lightning_logs_to_root
+
+    route_lightning_logs_to_root()
     started = time.perf_counter()
     cfg = config.phase1
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -85,8 +90,12 @@ def run_phase1(config: Config, config_path: str | None = None) -> Phase1Result:
     encode_seconds = time.perf_counter() - t0
     log.info("Encoded %d samples once in %.1f s", len(train) + len(val), encode_seconds)
 
-    aligner = Aligner(dims, cfg.embed_dim, cfg.head_hidden_dim, cfg.head_dropout, cfg.temperature_init)
-    eval_set = EvalSet(val_table, [s.text for s in val], _label_index(val, config.labels), label_feats)
+    aligner = Aligner(
+        dims, cfg.embed_dim, cfg.head_hidden_dim, cfg.head_dropout, cfg.temperature_init
+    )
+    eval_set = EvalSet(
+        val_table, [s.text for s in val], _label_index(val, config.labels), label_feats
+    )
     loader = DataLoader(
         FeatureDataset(train_table), batch_size=cfg.batch_size, shuffle=True, drop_last=True
     )
@@ -99,8 +108,11 @@ def run_phase1(config: Config, config_path: str | None = None) -> Phase1Result:
 
     run_name = cfg.run_name or datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = Path(cfg.output_dir) / run_name
-    logger = make_logger(config.mlflow.tracking_uri, config.mlflow.experiment_name, f"phase1-{run_name}") \
-        if config.mlflow.enabled else False
+    logger = (
+        make_logger(config.mlflow.tracking_uri, config.mlflow.experiment_name, f"phase1-{run_name}")
+        if config.mlflow.enabled
+        else False
+    )
     trainer = L.Trainer(
         max_epochs=cfg.epochs,
         accelerator="cpu",
@@ -128,7 +140,9 @@ def run_phase1(config: Config, config_path: str | None = None) -> Phase1Result:
     dump_config(config, run_dir / "config.yaml")
     if logger:
         _log_run(logger, config, run_dir, metrics)
-        log.info("MLflow run %s; view with: %s", logger.run_id, ui_command(config.mlflow.tracking_uri))
+        log.info(
+            "MLflow run %s; view with: %s", logger.run_id, ui_command(config.mlflow.tracking_uri)
+        )
     seconds = time.perf_counter() - started
     timings = {"encode": encode_seconds, "train": train_seconds}
     return Phase1Result(run_dir, aligner_path, metrics, seconds, timings)

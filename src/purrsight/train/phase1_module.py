@@ -15,6 +15,8 @@ from purrsight.models.aligner import Aligner, contrastive_loss
 from purrsight.models.retrieval import alignment_metrics
 from purrsight.train.schedule import warmup_then_decay
 
+PROGRESS_BAR_METRICS = ("i2t_r1", "a2t_r1", "zero_shot_acc")
+
 
 class FeatureDataset(Dataset):
     """Rows of a :class:`FeatureTable`: ({modality: [d_m]}, {modality: bool})."""
@@ -42,7 +44,12 @@ class EvalSet:
         labels: torch.Tensor,
         label_features: torch.Tensor,
     ) -> None:
-        self.table, self.texts, self.labels, self.label_features = table, texts, labels, label_features
+        self.table, self.texts, self.labels, self.label_features = (
+            table,
+            texts,
+            labels,
+            label_features,
+        )
 
 
 class AlignmentModule(L.LightningModule):
@@ -74,9 +81,8 @@ class AlignmentModule(L.LightningModule):
         if self.eval_set is None:
             return
         self.last_metrics = self.evaluate(self.eval_set)
-        shown = {k: v for k, v in self.last_metrics.items() if k in ("i2t_r1", "a2t_r1", "zero_shot_acc")}
-        self.log_dict({f"val_{k}": v for k, v in self.last_metrics.items()})
-        self.log_dict({f"val_{k}": v for k, v in shown.items()}, prog_bar=True)
+        for key, value in self.last_metrics.items():
+            self.log(f"val_{key}", value, prog_bar=key in PROGRESS_BAR_METRICS)
 
     @torch.no_grad()
     def evaluate(self, eval_set: EvalSet) -> dict[str, float]:
@@ -95,7 +101,7 @@ class AlignmentModule(L.LightningModule):
         # No weight decay on the temperature or on norms/biases: decaying log(1/T)
         # would pull the temperature towards 1 and fight the loss.
         decay, no_decay = [], []
-        for name, param in self.aligner.named_parameters():
+        for param in self.aligner.parameters():
             (no_decay if param.ndim < 2 else decay).append(param)
         optimizer = torch.optim.AdamW(
             [
@@ -105,4 +111,7 @@ class AlignmentModule(L.LightningModule):
             lr=self.cfg.learning_rate,
         )
         scheduler = warmup_then_decay(optimizer, self.cfg.warmup_steps, self.total_steps, "cosine")
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }

@@ -1,0 +1,396 @@
+"""Phase 2 prompts: the tokenizer's own chat template, soft-token slots, labels, collate.
+
+One example is rendered with ``tokenizer.apply_chat_template`` as
+
+    system:    SYSTEM_PROMPT (answers with one JSON report)
+    user:      "Image: <k slots>\\nAudio: <k slots>\\n<instruction>"   (present modalities only)
+    assistant: <response JSON><end-of-turn>
+
+Placeholder scheme (why no new vocabulary): each modality is written into the template
+as a sentinel string (``<|cat_image|>`` …) that is split out of the rendered text before
+tokenising; the text pieces are tokenised separately and ``k`` slot ids are put between
+them, their positions recorded. The slots' ids are never looked up meaningfully — the
+model replaces those rows of the embeddings with the projector's soft tokens. So the
+tokenizer and the LLM's embedding matrix stay exactly as shipped: no ``resize`` (SmolLM2's
+vocabulary is full, tied embeddings would grow the output layer too), no new rows the LLM
+could generate, nothing extra to save beside the LoRA adapter, and any chat template
+works, because nothing relies on how a tokenizer would split a new marker.
+
+Labels are ``IGNORE_INDEX`` on the system and user turns and on the slots; the
+assistant's tokens and its end-of-turn token (``tokenizer.eos_token``, ``<|im_end|>`` for
+Qwen2.5/SmolLM2) are learned, so generation learns to stop. Whatever the template writes
+after the end-of-turn token (a newline) is dropped: it is unlabelled and last.
+
+Shapes: b = batch, s = sequence length (longest in the batch), k = slots per modality,
+e = aligned feature size.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from purrsight.data.manifest import Sample
+from purrsight.models.projector import MODALITIES
+
+IGNORE_INDEX = -100
+SYSTEM_PROMPT = (
+    "You are Purr-Sight, an assistant that reads a cat's emotional state from what it "
+    "sees and hears. Answer with one JSON report and nothing else."
+)
+# Written into the chat template where a modality's soft tokens go, then split out again;
+# never tokenised. Chosen so no tokenizer's special tokens and no sane text contain them.
+PLACEHOLDERS: dict[str, str] = {m: f"<|cat_{m}|>" for m in MODALITIES}
+MODALITY_NAMES: dict[str, str] = {"image": "Image", "audio": "Audio", "text": "Text"}
+_SENTINEL_RE = re.compile("(" + "|".join(re.escape(p) for p in PLACEHOLDERS.values()) + ")")
+_SENTINEL_TO_MODALITY = {p: m for m, p in PLACEHOLDERS.items()}
+
+
+class PromptTooLongError(ValueError):
+    """The prompt (system, user text and soft-token slots) alone exceeds max_text_length."""
+
+
+@dataclass(frozen=True)
+class EncodedExample:
+    """One tokenised example (lists, not tensors: cheap to build in a worker)."""
+
+    input_ids: list[int]
+    labels: list[int]
+    """``IGNORE_INDEX`` everywhere except the assistant's tokens and its end token."""
+    placeholders: dict[str, int]
+    """{modality: index of its first slot}; the slots are ``[start, start + k)``."""
+    num_tokens: int
+    truncated: bool = False
+    """Response tokens were cut to fit ``max_text_length``."""
+
+
+@dataclass(frozen=True)
+class _Prompt:
+    ids: list[int]
+    placeholders: dict[str, int]
+    text: str
+
+
+# ----------------------------------------------------------------------------- messages
+
+
+def order_modalities(modalities: Sequence[str]) -> list[str]:
+    """Present modalities in the fixed order image, audio, text (so one sample always
+    renders the same way). Raises ValueError on an unknown or repeated modality."""
+    unknown = sorted(set(modalities) - set(MODALITIES))
+    if unknown:
+        raise ValueError(f"unknown modalities {unknown}; allowed: {list(MODALITIES)}")
+    if len(set(modalities)) != len(modalities):
+        raise ValueError(f"repeated modality in {list(modalities)}")
+    if not modalities:
+        raise ValueError("a prompt needs at least one modality")
+    return [m for m in MODALITIES if m in modalities]
+
+
+def user_content(modalities: Sequence[str], instruction: str) -> str:
+    """The user turn: one labelled placeholder line per present modality, then the
+    instruction."""
+    lines = [f"{MODALITY_NAMES[m]}: {PLACEHOLDERS[m]}" for m in order_modalities(modalities)]
+    return "\n".join([*lines, instruction])
+
+
+def build_messages(
+    modalities: Sequence[str],
+    instruction: str,
+    response: str | None = None,
+    system_prompt: str = SYSTEM_PROMPT,
+) -> list[dict[str, str]]:
+    """Chat messages for ``apply_chat_template``; the assistant turn only with a response."""
+    messages = [
+        {"role": "system", "content": system_prompt},
+        {"role": "user", "content": user_content(modalities, instruction)},
+    ]
+    if response is not None:
+        messages.append({"role": "assistant", "content": response})
+    return messages
+
+
+def end_of_turn_id(tokenizer: Any) -> int:
+    """The token that closes the assistant's turn: the tokenizer's ``eos_token``, which
+    chat models set to their end-of-turn token (``<|im_end|>``)."""
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no eos_token; cannot mark the end of a turn")
+    return int(tokenizer.eos_token_id)
+
+
+# ----------------------------------------------------------------------------- encoding
+
+
+def _tokenize(tokenizer: Any, text: str) -> list[int]:
+    # The chat template already wrote every special token (BOS included, where a template
+    # has one), so the tokenizer must add none of its own.
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
+
+
+def _slot_id(tokenizer: Any) -> int:
+    """The id stored in soft-token slots. Its embedding row is replaced, so any valid id
+    works; pad keeps decoded prompts readable."""
+    pad = tokenizer.pad_token_id
+    return int(pad if pad is not None else end_of_turn_id(tokenizer))
+
+
+def _check_no_sentinel(texts: Sequence[str], where: str) -> None:
+    for text in texts:
+        found = _SENTINEL_RE.search(text)
+        if found:
+            raise ValueError(f"{where}: text contains the reserved marker {found.group(0)!r}")
+
+
+def _encode_prompt_text(tokenizer: Any, text: str, num_tokens: int) -> _Prompt:
+    """Rendered prompt text → ids with ``num_tokens`` slots per sentinel."""
+    ids: list[int] = []
+    starts: dict[str, int] = {}
+    for piece in _SENTINEL_RE.split(text):
+        modality = _SENTINEL_TO_MODALITY.get(piece)
+        if modality is None:
+            ids.extend(_tokenize(tokenizer, piece))
+        else:
+            starts[modality] = len(ids)
+            ids.extend([_slot_id(tokenizer)] * num_tokens)
+    return _Prompt(ids=ids, placeholders=starts, text=text)
+
+
+def _render_prompt(
+    tokenizer: Any, modalities: Sequence[str], instruction: str, system_prompt: str
+) -> str:
+    messages = build_messages(modalities, instruction, system_prompt=system_prompt)
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def encode_prompt(
+    tokenizer: Any,
+    modalities: Sequence[str],
+    instruction: str,
+    num_tokens: int,
+    system_prompt: str = SYSTEM_PROMPT,
+) -> EncodedExample:
+    """The generation prompt (system + user + the assistant header), all labels ignored."""
+    _check_no_sentinel([instruction, system_prompt], "prompt")
+    prompt = _encode_prompt_text(
+        tokenizer, _render_prompt(tokenizer, modalities, instruction, system_prompt), num_tokens
+    )
+    return EncodedExample(
+        input_ids=prompt.ids,
+        labels=[IGNORE_INDEX] * len(prompt.ids),
+        placeholders=prompt.placeholders,
+        num_tokens=num_tokens,
+    )
+
+
+def encode_example(
+    tokenizer: Any,
+    modalities: Sequence[str],
+    instruction: str,
+    response: str,
+    num_tokens: int,
+    max_length: int,
+    sample_id: str = "<sample>",
+    system_prompt: str = SYSTEM_PROMPT,
+) -> EncodedExample:
+    """A training example: prompt + assistant response + end-of-turn token.
+
+    Truncation to ``max_length`` only ever cuts the response's tail; the prompt (and so
+    every slot) and the end-of-turn token are kept.
+
+    Raises:
+        PromptTooLongError: the prompt plus the end token alone exceed ``max_length``.
+        ValueError: the chat template renders the assistant turn in a way this scheme
+            cannot split (it does not start with the generation prompt, or has no end
+            token), or a text contains a reserved placeholder marker.
+    """
+    _check_no_sentinel([instruction, response, system_prompt], sample_id)
+    prompt_text = _render_prompt(tokenizer, modalities, instruction, system_prompt)
+    full_text = tokenizer.apply_chat_template(
+        build_messages(modalities, instruction, response, system_prompt), tokenize=False
+    )
+    if not full_text.startswith(prompt_text):
+        # Training must see exactly the prefix generation will be given.
+        raise ValueError(
+            f"{sample_id}: the chat template does not render the conversation as the "
+            "generation prompt followed by the answer; this tokenizer's template is not supported"
+        )
+    prompt = _encode_prompt_text(tokenizer, prompt_text, num_tokens)
+    answer = _tokenize(tokenizer, full_text[len(prompt_text) :])
+    end_id = end_of_turn_id(tokenizer)
+    if end_id not in answer:
+        raise ValueError(
+            f"{sample_id}: the chat template does not close the assistant turn with the "
+            f"end token {tokenizer.eos_token!r}"
+        )
+    answer = answer[: answer.index(end_id) + 1]  # drop what follows the end token
+
+    budget = max_length - len(prompt.ids)
+    if budget < 1:
+        raise PromptTooLongError(
+            f"{sample_id}: the prompt alone is {len(prompt.ids)} tokens ({len(modalities)} "
+            f"modalities × {num_tokens} soft tokens, system prompt and instruction) plus 1 end "
+            f"token, over max_text_length={max_length}; raise max_text_length or shorten "
+            "the instruction"
+        )
+    truncated = len(answer) > budget
+    if truncated:
+        answer = [*answer[: budget - 1], end_id]
+    return EncodedExample(
+        input_ids=prompt.ids + answer,
+        labels=[IGNORE_INDEX] * len(prompt.ids) + answer,
+        placeholders=prompt.placeholders,
+        num_tokens=num_tokens,
+        truncated=truncated,
+    )
+
+
+def encode_sample(
+    sample: Sample,
+    tokenizer: Any,
+    features: dict[str, torch.Tensor],
+    num_tokens: int,
+    max_length: int,
+    system_prompt: str = SYSTEM_PROMPT,
+) -> dict[str, Any]:
+    """A :class:`Sample` and its aligned features ({modality: [e]}, present ones only)
+    → one item for :func:`collate`. The prompt gets a slot group per feature given."""
+    encoded = encode_example(
+        tokenizer,
+        list(features),
+        sample.instruction,
+        sample.response_json(),
+        num_tokens,
+        max_length,
+        sample_id=sample.source or sample.id,
+        system_prompt=system_prompt,
+    )
+    return make_item(encoded, features, sample.id)
+
+
+def make_item(
+    encoded: EncodedExample, features: dict[str, torch.Tensor], item_id: str = ""
+) -> dict[str, Any]:
+    """An :class:`EncodedExample` + its features ({modality: [e]}) → a :func:`collate` item."""
+    if set(features) != set(encoded.placeholders):
+        raise ValueError(
+            f"{item_id}: features for {sorted(features)} but slots for "
+            f"{sorted(encoded.placeholders)}"
+        )
+    return {
+        "id": item_id,
+        "input_ids": torch.tensor(encoded.input_ids, dtype=torch.long),
+        "labels": torch.tensor(encoded.labels, dtype=torch.long),
+        "placeholders": dict(encoded.placeholders),
+        "num_tokens": encoded.num_tokens,
+        "features": {m: f.detach().float().reshape(-1) for m, f in features.items()},
+    }
+
+
+# ----------------------------------------------------------------------------- collate
+
+
+@dataclass
+class Batch:
+    """A padded batch; see :func:`collate`."""
+
+    input_ids: torch.Tensor
+    """[b, s] long."""
+    attention_mask: torch.Tensor
+    """[b, s] long, 0 on padding."""
+    labels: torch.Tensor
+    """[b, s] long, ``IGNORE_INDEX`` on prompt, slots and padding."""
+    placeholder_positions: dict[str, torch.Tensor]
+    """{modality: [b, k] long}: the slot positions (0 on rows where it is absent)."""
+    features: dict[str, torch.Tensor]
+    """{modality: [b, e] float32}: zero rows where absent."""
+    present: dict[str, torch.Tensor]
+    """{modality: [b] bool}."""
+    ids: list[str] = field(default_factory=list)
+
+    def model_inputs(self) -> dict[str, Any]:
+        """Keyword arguments for ``MultimodalLLM.forward`` / ``generate``."""
+        return {
+            "input_ids": self.input_ids,
+            "attention_mask": self.attention_mask,
+            "labels": self.labels,
+            "features": self.features,
+            "present": self.present,
+            "placeholder_positions": self.placeholder_positions,
+        }
+
+    def to(self, device: torch.device | str) -> Batch:
+        def move(d: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            return {k: v.to(device) for k, v in d.items()}
+
+        return Batch(
+            input_ids=self.input_ids.to(device),
+            attention_mask=self.attention_mask.to(device),
+            labels=self.labels.to(device),
+            placeholder_positions=move(self.placeholder_positions),
+            features=move(self.features),
+            present=move(self.present),
+            ids=list(self.ids),
+        )
+
+
+def collate(
+    batch: Sequence[dict[str, Any]], pad_token_id: int = 0, padding_side: str = "right"
+) -> Batch:
+    """Pad items from :func:`make_item` to the longest in the batch (never further).
+
+    ``padding_side="right"`` for training; ``"left"`` for batched generation, so every
+    prompt ends at the last column. Slot positions are shifted by the left padding. The
+    pad id only fills masked positions (``attention_mask`` 0, label ``IGNORE_INDEX``).
+    """
+    if not batch:
+        raise ValueError("collate: empty batch")
+    if padding_side not in ("left", "right"):
+        raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+    b = len(batch)
+    k = _common(batch, "num_tokens")
+    s = max(len(item["input_ids"]) for item in batch)
+    input_ids = torch.full((b, s), pad_token_id, dtype=torch.long)
+    labels = torch.full((b, s), IGNORE_INDEX, dtype=torch.long)
+    attention_mask = torch.zeros((b, s), dtype=torch.long)
+    modalities = [m for m in MODALITIES if any(m in item["features"] for item in batch)]
+    dims = {m: _feature_dim(batch, m) for m in modalities}
+    features = {m: torch.zeros(b, dims[m]) for m in modalities}
+    present = {m: torch.zeros(b, dtype=torch.bool) for m in modalities}
+    positions = {m: torch.zeros(b, k, dtype=torch.long) for m in modalities}
+    for row, item in enumerate(batch):
+        n = len(item["input_ids"])
+        offset = s - n if padding_side == "left" else 0
+        input_ids[row, offset : offset + n] = item["input_ids"]
+        labels[row, offset : offset + n] = item["labels"]
+        attention_mask[row, offset : offset + n] = 1
+        for m, start in item["placeholders"].items():
+            positions[m][row] = torch.arange(offset + start, offset + start + k)
+            features[m][row] = item["features"][m]
+            present[m][row] = True
+    return Batch(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        labels=labels,
+        placeholder_positions=positions,
+        features=features,
+        present=present,
+        ids=[item.get("id", "") for item in batch],
+    )
+
+
+def _common(batch: Sequence[dict[str, Any]], key: str) -> Any:
+    values = {item[key] for item in batch}
+    if len(values) != 1:
+        raise ValueError(f"collate: items disagree on {key}: {sorted(values)}")
+    return values.pop()
+
+
+def _feature_dim(batch: Sequence[dict[str, Any]], modality: str) -> int:
+    dims = {item["features"][modality].numel() for item in batch if modality in item["features"]}
+    if len(dims) != 1:
+        raise ValueError(f"collate: {modality} features of different sizes {sorted(dims)}")
+    return dims.pop()

@@ -1,0 +1,364 @@
+"""Phase 2 model: per-modality projectors + a causal LLM fine-tuned with LoRA.
+
+The prompt's soft-token slots (see :mod:`purrsight.data.instruction`) are filled with the
+projectors' outputs: token embeddings come from the LLM's own input embedding layer, the
+``k`` soft tokens of each present modality overwrite the rows at that modality's slot
+positions, and the LLM runs on ``inputs_embeds``. Only the projectors and the LoRA
+matrices train; every base-LLM weight is frozen, so a checkpoint holds
+:meth:`MultimodalLLM.trainable_state_dict` (megabytes), never the LLM.
+
+Shapes: b = batch, s = sequence length, k = soft tokens per modality, d = LLM hidden
+size, e = aligned feature size, n = generated tokens, v = vocabulary size.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from purrsight.models.projector import MODALITIES, Projectors
+
+DEFAULT_TARGET_MODULES = ("q_proj", "v_proj", "k_proj", "o_proj")
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """[b, s] 0/1 mask → [b, s] positions counting only real tokens (0 on left padding).
+
+    Passed explicitly because HF decoders otherwise number positions by column, which
+    shifts every left-padded prompt's rotary positions in a batch."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def _is_trainable_name(name: str) -> bool:
+    """Projector weights and LoRA matrices: exactly what a checkpoint holds."""
+    return name.startswith("projectors.") or ".lora_" in name
+
+
+class MultimodalLLM(nn.Module):
+    """Projectors (trainable) + a PEFT-LoRA-wrapped causal LM (base weights frozen).
+
+    Args:
+        llm: a Hugging Face causal LM (modified in place: LoRA layers are injected).
+        projectors: one projector per modality; ``llm_dim`` must equal the LLM's hidden size.
+        tokenizer: the LLM's tokenizer; needed by :meth:`generate` to decode text.
+        lora_r, lora_alpha, lora_dropout, lora_target_modules: the LoRA settings.
+        gradient_checkpointing: recompute LLM activations in backward (less memory).
+    """
+
+    def __init__(
+        self,
+        llm: nn.Module,
+        projectors: Projectors,
+        tokenizer: Any = None,
+        *,
+        lora_r: int = 16,
+        lora_alpha: int = 32,
+        lora_dropout: float = 0.1,
+        lora_target_modules: Sequence[str] = DEFAULT_TARGET_MODULES,
+        gradient_checkpointing: bool = False,
+    ) -> None:
+        super().__init__()
+        from peft import LoraConfig, get_peft_model
+
+        hidden = llm.get_input_embeddings().embedding_dim
+        if projectors.llm_dim != hidden:
+            raise ValueError(
+                f"projectors emit {projectors.llm_dim}-d tokens but the LLM's hidden size is {hidden}"
+            )
+        for param in llm.parameters():
+            param.requires_grad_(False)
+        lora = LoraConfig(
+            r=lora_r,
+            lora_alpha=lora_alpha,
+            lora_dropout=lora_dropout,
+            target_modules=list(lora_target_modules),
+            task_type="CAUSAL_LM",
+        )
+        try:
+            with warnings.catch_warnings():
+                # PEFT 0.21 reads transformers' deprecated `is_gradient_checkpointing`;
+                # the FutureWarning is theirs to fix and says nothing to our users.
+                warnings.filterwarnings("ignore", ".*is_gradient_checkpointing", FutureWarning)
+                self.llm = get_peft_model(llm, lora)
+        except ValueError as err:  # PEFT's message for target modules the model lacks
+            raise ValueError(f"lora_target_modules={list(lora_target_modules)}: {err}") from None
+        self.projectors = projectors
+        self.tokenizer = tokenizer
+        self._check_trainable_split()
+        if gradient_checkpointing:
+            self.enable_gradient_checkpointing()
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def num_tokens(self) -> int:
+        return self.projectors.num_tokens
+
+    @property
+    def modalities(self) -> list[str]:
+        return self.projectors.modalities
+
+    def _check_trainable_split(self) -> None:
+        # The checkpoint format relies on the name rule matching what actually trains.
+        by_flag = {n for n, p in self.named_parameters() if p.requires_grad}
+        by_name = {n for n, _ in self.named_parameters() if _is_trainable_name(n)}
+        if by_flag != by_name:
+            odd = sorted(by_flag ^ by_name)[:5]
+            raise RuntimeError(f"trainable parameters do not match the naming rule: {odd}")
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Checkpoint the LLM's layers (only active in train mode).
+
+        Non-reentrant checkpointing keeps gradients flowing to LoRA even when nothing
+        entering a checkpointed layer requires grad (a frozen embedding output, e.g. a
+        prompt with no soft tokens), where the reentrant variant silently drops them;
+        transformers also hooks the embedding output to require grad, as a second guard."""
+        base = self.llm.get_base_model()
+        kwargs = {"use_reentrant": False}
+        if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5.2x
+            base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        base.config.use_cache = False  # caching is pointless while recomputing
+
+    # ------------------------------------------------------------------ forward
+
+    def embed(
+        self,
+        input_ids: torch.Tensor,
+        features: dict[str, torch.Tensor],
+        present: dict[str, torch.Tensor],
+        placeholder_positions: dict[str, torch.Tensor],
+    ) -> torch.Tensor:
+        """Token embeddings with soft tokens spliced in.
+
+        Args:
+            input_ids: [b, s].
+            features: {modality: [b, e]} aligned features (any value on absent rows).
+            present: {modality: [b] bool}.
+            placeholder_positions: {modality: [b, k] long} slot positions per row.
+        Returns:
+            [b, s, d]: row ``i``'s positions ``placeholder_positions[m][i]`` hold
+            ``projectors[m](features[m][i])`` for every ``m`` present in row ``i``.
+        """
+        embeds = self.llm.get_input_embeddings()(input_ids)
+        for modality, feats in features.items():
+            if modality not in self.projectors:
+                raise KeyError(f"no projector for modality {modality!r}; have {self.modalities}")
+            rows = present[modality].nonzero(as_tuple=True)[0]
+            if rows.numel() == 0:
+                continue
+            proj = self.projectors[modality]
+            weight = proj.net[0].weight
+            soft = proj(feats[rows].to(device=weight.device, dtype=weight.dtype))  # [r, k, d]
+            positions = placeholder_positions[modality][rows].to(embeds.device)  # [r, k]
+            if positions.shape != soft.shape[:2]:
+                raise ValueError(
+                    f"{modality}: {positions.shape[1]} slots per row but the projector emits "
+                    f"{soft.shape[1]} tokens"
+                )
+            row_index = rows.to(embeds.device)[:, None].expand_as(positions)
+            # Out of place: the embedding output is shared with nothing, but an in-place
+            # write into a tensor autograd saved would break backward.
+            embeds = embeds.index_put((row_index, positions), soft.to(embeds.dtype))
+        return embeds
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        features: dict[str, torch.Tensor] | None = None,
+        present: dict[str, torch.Tensor] | None = None,
+        placeholder_positions: dict[str, torch.Tensor] | None = None,
+    ) -> Any:
+        """Run the LLM on the spliced embeddings.
+
+        Args:
+            input_ids, attention_mask: [b, s].
+            labels: [b, s], ``-100`` where nothing is learned; given → ``.loss`` is the
+                mean next-token cross-entropy over the labelled tokens.
+            features, present, placeholder_positions: as in :meth:`embed`.
+        Returns:
+            the LLM's output: ``.loss`` (scalar, when ``labels``) and ``.logits`` [b, s, v].
+        """
+        embeds = self.embed(input_ids, features or {}, present or {}, placeholder_positions or {})
+        return self.llm(
+            inputs_embeds=embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids_from_mask(attention_mask),
+            labels=labels,
+            use_cache=False,
+        )
+
+    # ------------------------------------------------------------------ generation
+
+    def stop_token_ids(self) -> set[int]:
+        """The tokenizer's end-of-turn token plus the LLM's generation-config eos ids."""
+        ids: set[int] = set()
+        if self.tokenizer is not None and self.tokenizer.eos_token_id is not None:
+            ids.add(int(self.tokenizer.eos_token_id))
+        config_eos = getattr(getattr(self.llm, "generation_config", None), "eos_token_id", None)
+        if config_eos is not None:
+            ids.update([config_eos] if isinstance(config_eos, int) else config_eos)
+        return ids
+
+    @torch.no_grad()
+    def generate_ids(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        features: dict[str, torch.Tensor] | None = None,
+        present: dict[str, torch.Tensor] | None = None,
+        placeholder_positions: dict[str, torch.Tensor] | None = None,
+        max_new_tokens: int = 256,
+        stop_ids: set[int] | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Greedy decoding with a KV cache for a left-padded batch of prompts.
+
+        Args:
+            input_ids, attention_mask: [b, s] prompts, left-padded (every row's last
+                column is a real token: ``collate(..., padding_side="left")``).
+            features, present, placeholder_positions: as in :meth:`embed`.
+            max_new_tokens: upper bound on n.
+            stop_ids: tokens that end a row (default :meth:`stop_token_ids`).
+            labels: ignored (accepted so a collated batch's inputs can be passed whole).
+        Returns:
+            [b, n] long: generated ids; a row's stop token is included, and after it the
+            row repeats that token (as padding).
+        """
+        del labels
+        if not bool(attention_mask[:, -1].all()):
+            raise ValueError("generate needs left-padded prompts (collate(padding_side='left'))")
+        stop = stop_ids if stop_ids is not None else self.stop_token_ids()
+        if not stop:
+            raise ValueError("no stop token: give the model a tokenizer or pass stop_ids")
+        stop_tensor = torch.tensor(sorted(stop), device=input_ids.device)
+        was_training = self.training
+        self.eval()
+        try:
+            embeds = self.embed(
+                input_ids, features or {}, present or {}, placeholder_positions or {}
+            )
+            mask = attention_mask.long()
+            positions = position_ids_from_mask(mask)
+            out = self.llm(
+                inputs_embeds=embeds,
+                attention_mask=mask,
+                position_ids=positions,
+                use_cache=True,
+                logits_to_keep=1,  # the prompt's other logits are never used: [b, 1, v]
+            )
+            next_position = positions[:, -1:] + 1  # [b, 1]
+            done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+            generated: list[torch.Tensor] = []
+            for _ in range(max_new_tokens):
+                token = out.logits[:, -1].argmax(-1)  # [b]
+                if generated:  # a finished row repeats its stop token (a valid id) as padding
+                    token = torch.where(done, generated[-1], token)
+                generated.append(token)
+                done |= torch.isin(token, stop_tensor)
+                if bool(done.all()):
+                    break
+                mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+                out = self.llm(
+                    input_ids=token[:, None],
+                    attention_mask=mask,
+                    position_ids=next_position,
+                    use_cache=True,
+                    **self._cache_kwargs(out),
+                )
+                next_position = next_position + 1
+        finally:
+            self.train(was_training)
+        if not generated:
+            return input_ids.new_zeros(input_ids.shape[0], 0)
+        return torch.stack(generated, dim=1)
+
+    def _cache_kwargs(self, out: Any) -> dict[str, Any]:
+        """The KV cache of ``out`` as the next forward call's keyword argument: ``cache``
+        in transformers 5.2x (``past_key_values`` is deprecated there), else the old name."""
+        base_params = inspect.signature(self.llm.get_base_model().forward).parameters
+        if "cache" in base_params:
+            return {"cache": out.cache}
+        return {"past_key_values": out.past_key_values}
+
+    def generate(self, max_new_tokens: int = 256, **batch: Any) -> list[str]:
+        """Greedy text for each prompt of a left-padded batch (see :meth:`generate_ids`);
+        each text ends before its stop token, special tokens skipped."""
+        if self.tokenizer is None:
+            raise ValueError("generate needs the tokenizer: pass it to MultimodalLLM")
+        stop = self.stop_token_ids()
+        ids = self.generate_ids(max_new_tokens=max_new_tokens, stop_ids=stop, **batch)
+        texts = []
+        for row in ids.tolist():
+            end = next((i for i, t in enumerate(row) if t in stop), len(row))
+            texts.append(self.tokenizer.decode(row[:end], skip_special_tokens=True))
+        return texts
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """Projector and LoRA tensors only (detached): what a Phase 2 checkpoint holds."""
+        return {k: v.detach() for k, v in self.state_dict().items() if _is_trainable_name(k)}
+
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Load projector + LoRA tensors, strictly: exactly the keys of
+        :meth:`trainable_state_dict` with the same shapes, or a ``KeyError``/``ValueError``
+        listing what differs. Base-LLM weights are never touched."""
+        own = self.trainable_state_dict()
+        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        if missing or unexpected:
+            raise KeyError(
+                f"trainable state mismatch: {len(missing)} missing (e.g. {missing[:3]}), "
+                f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})"
+            )
+        bad = [k for k in own if tuple(own[k].shape) != tuple(state[k].shape)]
+        if bad:
+            k = bad[0]
+            raise ValueError(
+                f"trainable state shape mismatch for {len(bad)} tensors, e.g. {k}: "
+                f"{tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+            )
+        with torch.no_grad():
+            for key, target in own.items():
+                target.copy_(state[key])
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The parameters an optimizer should get."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+
+def build_multimodal_llm(
+    llm: nn.Module,
+    tokenizer: Any,
+    *,
+    in_dim: int = 512,
+    num_tokens: int = 4,
+    modalities: Sequence[str] = MODALITIES,
+    projector_hidden_dim: int | None = None,
+    lora_r: int = 16,
+    lora_alpha: int = 32,
+    lora_dropout: float = 0.1,
+    lora_target_modules: Sequence[str] = DEFAULT_TARGET_MODULES,
+    gradient_checkpointing: bool = False,
+) -> MultimodalLLM:
+    """Projectors sized to ``llm``'s hidden size + the LoRA-wrapped ``llm``."""
+    hidden = llm.get_input_embeddings().embedding_dim
+    projectors = Projectors(tuple(modalities), in_dim, hidden, num_tokens, projector_hidden_dim)
+    return MultimodalLLM(
+        llm,
+        projectors,
+        tokenizer,
+        lora_r=lora_r,
+        lora_alpha=lora_alpha,
+        lora_dropout=lora_dropout,
+        lora_target_modules=lora_target_modules,
+        gradient_checkpointing=gradient_checkpointing,
+    )
