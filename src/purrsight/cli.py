@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 DEFAULT_CONFIG = "config/demo.yaml"
 
@@ -40,9 +41,12 @@ def _load(args: argparse.Namespace):
 
 
 def cmd_data_demo(args: argparse.Namespace) -> int:
-    from purrsight.data.demo import generate_demo_dataset
+    from purrsight.data.demo import generate_demo_dataset, make_contact_sheet
 
     summary = generate_demo_dataset(args.out, n=args.n, seed=args.seed)
+    summary["contact_sheet"] = str(
+        make_contact_sheet(args.out, Path(args.out) / "contact_sheet.png")
+    )
     print(json.dumps(summary, indent=2))
     return 0
 

@@ -22,7 +22,7 @@ def _stage(title: str) -> None:
 
 def ensure_demo_data(config: Config, regenerate: bool) -> dict[str, Any]:
     """Generate the demo data set into ``phase1.data_dir`` unless it is already there."""
-    from purrsight.data.demo import generate_demo_dataset
+    from purrsight.data.demo import generate_demo_dataset, make_contact_sheet
 
     data_dir = Path(config.phase1.data_dir)
     if (data_dir / "train.jsonl").is_file() and not regenerate:
@@ -32,6 +32,7 @@ def ensure_demo_data(config: Config, regenerate: bool) -> dict[str, Any]:
     summary = generate_demo_dataset(
         data_dir, n=config.demo.n, seed=config.demo.seed, labels=config.labels
     )
+    summary["contact_sheet"] = str(make_contact_sheet(data_dir, data_dir / "contact_sheet.png"))
     print(json.dumps(summary, indent=2))
     return summary
 
