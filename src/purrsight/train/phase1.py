@@ -69,13 +69,21 @@ def _encode_everything(
     return train_table, val_table, label_feats, identities, dims
 
 
+def _quiet_transformers() -> None:
+    """No per-load 'Loading weights' progress bars in job logs."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def run_phase1(config: Config, config_path: str | None = None) -> Phase1Result:
     """Train the aligner as ``config`` says and save it; returns where and how well."""
     import lightning as L
 
-    from purrsight.train import route_lightning_logs_to_root
+    from purrsight.train import cpu_threads, route_lightning_logs_to_root
 
     route_lightning_logs_to_root()
+    _quiet_transformers()
     started = time.perf_counter()
     cfg = config.phase1
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -123,7 +131,8 @@ def run_phase1(config: Config, config_path: str | None = None) -> Phase1Result:
         enable_model_summary=False,
     )
     t0 = time.perf_counter()
-    trainer.fit(module, loader)
+    with cpu_threads(1):
+        trainer.fit(module, loader)
     train_seconds = time.perf_counter() - t0
 
     metrics = module.evaluate(eval_set)
