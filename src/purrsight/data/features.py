@@ -70,7 +70,9 @@ def encode_samples(
         rows = [i for i, flag in enumerate(mask.tolist()) if flag]
         out = torch.zeros(len(samples), encoder.dim, dtype=torch.float32)
         batches = range(0, len(rows), batch_size)
-        for start in tqdm(batches, desc=f"{desc} {modality}", unit="batch", leave=False, disable=None):
+        for start in tqdm(
+            batches, desc=f"{desc} {modality}", unit="batch", leave=False, disable=None
+        ):
             chunk = rows[start : start + batch_size]
             items = [_load_one(load, samples[i]) for i in chunk]
             with torch.no_grad():
