@@ -61,6 +61,24 @@ def cmd_train_phase1(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_phase2(args: argparse.Namespace) -> int:
+    if args.batch_size is not None:  # the guide's --batch-size N is one more override
+        args.overrides = [*args.overrides, f"batch_size={args.batch_size}"]
+    config = _load(args)  # refuse a bad config before the slow imports
+    from purrsight.train.phase2 import TrainingInterrupted, run_phase2
+
+    try:
+        result = run_phase2(config, args.config, resume=args.resume, debug=args.debug)
+    except TrainingInterrupted as err:
+        if args.debug and err.exit_code == 1:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    print(f"last checkpoint: {result.last_checkpoint}")
+    print(json.dumps({k: round(v, 4) for k, v in result.metrics.items()}, indent=2))
+    return 0
+
+
 def cmd_config_show(args: argparse.Namespace) -> int:
     import yaml
 
@@ -77,6 +95,37 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _add_phase2_args(parser: argparse.ArgumentParser, default_config: str = DEFAULT_CONFIG) -> None:
+    """The guide's train_phase2.py flags, shared by ``purrsight train phase2``."""
+    _add_config_args(parser, default_config)
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const="last",
+        default=None,
+        metavar="PATH",
+        help="continue from <output_dir>/checkpoints/last.ckpt, or from PATH "
+        "(e.g. an emergency-step=<n>.ckpt)",
+    )
+    parser.add_argument(
+        "--batch-size", type=_positive_int, default=None, metavar="N", help="override batch_size"
+    )
+    # SUPPRESS: `purrsight --debug train phase2` must keep the top-level flag's value.
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="full tracebacks, autograd anomaly detection, at most 5 steps",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     p1 = train.add_parser("phase1", help="contrastive alignment of the frozen encoders")
     _add_config_args(p1)
     p1.set_defaults(func=cmd_train_phase1)
+    p2 = train.add_parser("phase2", help="projectors + LoRA on the LLM (the guide's Phase 2)")
+    _add_phase2_args(p2)
+    p2.set_defaults(func=cmd_train_phase2)
 
     cfg = commands.add_parser("config", help="configuration").add_subparsers(
         dest="config_command", required=True, metavar="CONFIG_COMMAND"
@@ -162,6 +214,19 @@ def run_guarded(func: Callable[[argparse.Namespace], int], args: argparse.Namesp
             file=sys.stderr,
         )
         return 1
+
+
+def train_phase2_main(argv: list[str] | None = None) -> int:
+    """``python train_phase2.py …``: the guide's entry point, the same code as
+    ``purrsight train phase2`` with the guide's config/train_config.yaml as default."""
+    parser = argparse.ArgumentParser(
+        prog="train_phase2.py", description="Phase 2 training (= purrsight train phase2)."
+    )
+    _add_phase2_args(parser, default_config="config/train_config.yaml")
+    parser.set_defaults(debug=False)
+    args = parser.parse_args(argv)
+    _setup_logging()
+    return run_guarded(cmd_train_phase2, args)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -135,6 +135,30 @@ class Config(_Strict):
     max_text_length: int = Field(default=512, gt=0)
     num_workers: int = Field(default=4, ge=0)
 
+    # --- Phase 2 training beyond the guide's keys ---
+    precision: Literal["32", "bf16-mixed", "16-mixed"] = "32"
+    """Lightning precision; ``16-mixed`` needs a CUDA GPU, ``bf16-mixed`` works on CPU too."""
+    gradient_checkpointing: bool = False
+    """Recompute the LLM's activations in backward: less memory, ~30 % more time."""
+    accumulate_grad_batches: int = Field(default=1, ge=1)
+    """Batches whose gradients are summed before each optimizer step."""
+    num_soft_tokens: int = Field(default=4, ge=1)
+    """LLM input tokens each modality's projector emits."""
+    projector_hidden_dim: int | None = Field(default=None, gt=0)
+    """Hidden size of the projectors' Linear–GELU–Linear (None: the LLM's hidden size)."""
+    save_top_k: int = Field(default=3, ge=-1)
+    """Epoch checkpoints kept, best by train loss (-1: all, 0: only last.ckpt)."""
+    max_steps: int = Field(default=-1, ge=-1)
+    """Stop after this many optimizer steps (-1: run num_epochs); the LR schedule ends here."""
+    log_every_n_steps: int = Field(default=5, ge=1)
+    """How often step metrics go to MLflow and a progress line to training.log."""
+    gradient_clip_val: float | None = Field(default=1.0, gt=0.0)
+    """Clip the gradient norm to this value (None: no clipping)."""
+    max_new_tokens: int = Field(default=256, gt=0)
+    """Longest generated report in tokens (previews after training, the demo, predict)."""
+    preview_samples: int = Field(default=1, ge=0)
+    """Val samples (train if no val) answered and logged after training (0: none)."""
+
     # --- everything else ---
     seed: int = 42
     output_dir: str = "outputs"
@@ -152,12 +176,18 @@ class Config(_Strict):
             raise ValueError("labels must be unique")
         return labels
 
-    @field_validator("learning_rate", "weight_decay", "lora_dropout")
+    @field_validator("learning_rate", "weight_decay", "lora_dropout", "gradient_clip_val")
     @classmethod
-    def _finite(cls, value: float) -> float:
-        if not math.isfinite(value):
+    def _finite(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
             raise ValueError("must be a finite number")
         return value
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_as_text(cls, value: Any) -> Any:
+        # YAML and --set read `precision: 32` as the integer 32; Lightning's name is "32".
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 # ----------------------------------------------------------------------------- loading

@@ -1,0 +1,681 @@
+"""Phase 2: train per-modality projectors + LoRA on the LLM, from a frozen Phase 1 aligner.
+
+    python train_phase2.py --config config/train_config.yaml             # the guide's Qwen2.5 run
+    python train_phase2.py --config config/train_config.yaml --resume    # continue from last.ckpt
+    purrsight train phase2 --config config/demo.yaml                     # embedded SmolLM2, offline
+    purrsight train phase2 --config config/demo.yaml --set max_steps=10  # a smoke run
+    torchrun --nproc_per_node=4 train_phase2.py --config config/train_config.yaml   # DDP
+
+Hardware: the demo config on 2 CPU cores trains SmolLM2-135M at a few hundred tokens/s;
+the guide quotes ~500 ms per batch of 8 for Qwen2.5-0.5B on an RTX 4090.
+
+Order of work: every cheap check first (LLM folder, aligner, resume checkpoint, data
+files) so a wrong path stops the run at once; then one pass through the frozen encoders
+and aligner heads (the aligned features are all Phase 2 needs from them, so the encoders
+are freed), then the LLM, then Lightning. Writes, under ``output_dir``::
+
+    checkpoints/phase2-epoch=00-train_loss=2.3456.ckpt   top-k by epoch train loss
+    checkpoints/last.ckpt                                every epoch end
+    checkpoints/emergency-step=<n>.ckpt                  on an error, SIGTERM or Ctrl+C
+    logs/training.log, logs/config.yaml, logs/preview.json
+
+and one MLflow run (params: the flattened config; metrics: train_loss, lr,
+tokens_per_second, samples_per_second, val_loss; artifacts: config.yaml, training.log).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from purrsight.config import Config, ConfigError, dump_config, to_flat_dict
+from purrsight.data.manifest import Sample, read_manifest
+from purrsight.models.llm import resolve_llm_folder
+from purrsight.train.checkpointing import (
+    EPOCH_FILENAME,
+    LAST_NAME,
+    file_sha256,
+    read_checkpoint,
+    resolve_aligner,
+    resolve_resume,
+)
+from purrsight.train.logs import training_log
+
+log = logging.getLogger(__name__)
+
+# Config keys that decide the shapes of what a checkpoint holds: resuming with other
+# values cannot work, so it is refused up front with the key's name.
+MODEL_KEYS = (
+    "llm_model_name",
+    "lora_r",
+    "lora_target_modules",
+    "num_soft_tokens",
+    "projector_hidden_dim",
+)
+DEBUG_MAX_STEPS = 5
+DEBUG_LIMIT_BATCHES = 5
+
+
+class TrainingInterrupted(RuntimeError):
+    """Training stopped by an error or a signal; the message is one line naming the cause
+    and the emergency checkpoint. ``exit_code``: 143 SIGTERM, 130 SIGINT, 1 an error."""
+
+    def __init__(self, message: str, exit_code: int, checkpoint: Path | None) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.checkpoint = checkpoint
+
+
+@dataclass
+class Phase2Result:
+    """What a finished run produced (the trained model stays in memory for the caller)."""
+
+    output_dir: Path
+    last_checkpoint: Path | None
+    best_checkpoint: Path | None
+    aligner_path: Path
+    modalities: list[str]
+    history: list[dict[str, float]]
+    """One entry per training batch: step (after it), loss, lr, tokens, samples, seconds."""
+    metrics: dict[str, float]
+    timings: dict[str, float]
+    seconds: float
+    model: Any = None
+    """The trained :class:`~purrsight.models.mm_llm.MultimodalLLM` (on CPU)."""
+    tokenizer: Any = None
+    mlflow_run_id: str | None = None
+    previews: list[dict[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class _Plan:
+    """Everything the cheap checks resolved."""
+
+    llm_folder: Path
+    aligner_path: Path
+    resume_path: Path | None
+    train_path: Path
+    val_path: Path | None
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def _world() -> tuple[int, int]:
+    """(world size, processes on this node) from torchrun's environment; (1, 1) alone."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+    return world, local
+
+
+def _rank() -> int:
+    """This process's global rank under torchrun (0 alone)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def _is_rank_zero() -> bool:
+    return _rank() == 0
+
+
+def log_path(output_dir: Path) -> Path:
+    """``logs/training.log``; other DDP ranks get ``logs/training.rank<k>.log`` (two
+    processes appending to one file would interleave their lines)."""
+    rank = _rank()
+    return output_dir / "logs" / ("training.log" if rank == 0 else f"training.rank{rank}.log")
+
+
+def _plan(config: Config, config_path: str | None, resume: str | None) -> _Plan:
+    """Resolve and check every path before anything slow happens.
+
+    Raises:
+        ConfigError: one line naming the key (missing LLM folder, no aligner, bad resume
+            checkpoint, missing data, precision the machine cannot do).
+    """
+    try:
+        llm_folder = resolve_llm_folder(config.llm_model_name)
+    except (FileNotFoundError, ValueError) as err:
+        raise ConfigError(str(err)) from None
+    if config.precision == "16-mixed" and not torch.cuda.is_available():
+        raise ConfigError(
+            "precision: '16-mixed' needs a CUDA GPU; use 'bf16-mixed' or '32' on this machine"
+        )
+    checkpoint_dir = Path(config.output_dir) / "checkpoints"
+    resume_path = resolve_resume(resume, checkpoint_dir)
+    aligner_path = _aligner_for(config, config_path, resume_path)
+    data_dir = Path(config.data_dir)
+    train_path, val_path = data_dir / "train.jsonl", data_dir / "val.jsonl"
+    if not train_path.is_file():
+        raise ConfigError(
+            f"data_dir: {train_path} not found (the instruction JSONL; `purrsight data demo "
+            f"--out {data_dir}` writes a demo set)"
+        )
+    return _Plan(
+        llm_folder, aligner_path, resume_path, train_path, val_path if val_path.is_file() else None
+    )
+
+
+def _aligner_for(config: Config, config_path: str | None, resume_path: Path | None) -> Path:
+    """The aligner to use: the glob's newest match, or, when resuming, the one the
+    checkpoint was trained with (the glob may now find a newer Phase 1 run)."""
+    if resume_path is None:
+        path = resolve_aligner(config.phase1_checkpoint_path, config_path)
+        log.info("Phase 1 aligner: %s", path)
+        return path
+    meta = read_checkpoint(resume_path)["hyper_parameters"]
+    _check_same_model(config, meta["config"], resume_path)
+    recorded = Path(meta["aligner"]["path"])
+    if not recorded.is_file() or file_sha256(recorded) != meta["aligner"]["sha256"]:
+        raise ConfigError(
+            f"--resume {resume_path}: it was trained with the aligner {recorded} "
+            f"(sha256 {meta['aligner']['sha256'][:12]}…), which is gone or changed; "
+            "resume needs that aligner"
+        )
+    log.info("Phase 1 aligner (from the checkpoint): %s", recorded)
+    return recorded
+
+
+def _check_same_model(config: Config, saved: dict[str, Any], resume_path: Path) -> None:
+    now = config.model_dump()
+    for key in MODEL_KEYS:
+        if saved.get(key) != now[key]:
+            raise ConfigError(
+                f"--resume {resume_path}: {key} was {saved.get(key)!r} when it was trained, "
+                f"the config now says {now[key]!r}"
+            )
+    changed = sorted(k for k in now if k not in MODEL_KEYS and saved.get(k) != now[k])
+    if changed:
+        log.warning("resuming with changed config keys: %s", ", ".join(changed))
+
+
+# ----------------------------------------------------------------------------- features
+
+
+def _load_encoders(config: Config, aligner_info: dict[str, Any], modalities: Sequence[str]):
+    """The config's frozen encoders for ``modalities``, checked against the identities the
+    aligner was trained on (another encoder would feed the heads meaningless features)."""
+    from purrsight.models.encoders import build_encoder
+
+    trained_with = aligner_info.get("encoders", {})
+    encoders = {}
+    for modality in modalities:
+        encoder = build_encoder(modality, getattr(config.encoders, modality))
+        if trained_with.get(modality) != encoder.identity:
+            raise ConfigError(
+                f"encoders.{modality}: the config's encoder ({encoder.identity}) is not the one "
+                f"the aligner was trained with ({trained_with.get(modality)}); use the Phase 1 "
+                "run's encoders (its config.yaml) or train Phase 1 again"
+            )
+        encoders[modality] = encoder
+    return encoders
+
+
+def _aligned_splits(config: Config, plan: _Plan):
+    """Read the splits and run them once through the frozen encoders + aligner heads.
+    Returns (train samples, train features, val samples, val features, modalities, info)."""
+    from purrsight.models.aligner import load_aligner
+    from purrsight.train.phase2_data import encode_aligned, used_modalities
+
+    train = read_manifest(plan.train_path, config.labels)
+    val = read_manifest(plan.val_path, config.labels) if plan.val_path else []
+    modalities = used_modalities([train, val])
+    aligner, info = load_aligner(plan.aligner_path)
+    missing = [m for m in modalities if m not in aligner.heads]
+    if missing:
+        raise ConfigError(f"phase1_checkpoint_path: {plan.aligner_path} has no head for {missing}")
+    encoders = _load_encoders(config, info, modalities)
+    batch = config.phase1.encode_batch_size
+    train_feats = encode_aligned(train, encoders, aligner, config.media, batch, "train")
+    val_feats = encode_aligned(val, encoders, aligner, config.media, batch, "val") if val else None
+    del encoders  # frozen and no longer needed: give their memory to the LLM
+    gc.collect()
+    info = {**info, "embed_dim": aligner.embed_dim}
+    return train, train_feats, val, val_feats, modalities, info
+
+
+# ----------------------------------------------------------------------------- run
+
+
+def _effective(config: Config, debug: bool) -> Config:
+    """``--debug`` shortens the run: at most 5 optimizer steps."""
+    if not debug:
+        return config
+    steps = DEBUG_MAX_STEPS if config.max_steps < 0 else min(config.max_steps, DEBUG_MAX_STEPS)
+    return config.model_copy(update={"max_steps": steps, "log_every_n_steps": 1})
+
+
+def total_steps(batches_per_epoch: int, config: Config) -> int:
+    """Optimizer steps the run will make: the LR schedule decays to 0 there."""
+    per_epoch = max(1, -(-batches_per_epoch // config.accumulate_grad_batches))
+    planned = per_epoch * config.num_epochs
+    return min(planned, config.max_steps) if config.max_steps > 0 else planned
+
+
+def run_phase2(
+    config: Config,
+    config_path: str | None = None,
+    *,
+    resume: str | None = None,
+    debug: bool = False,
+    callbacks: Sequence[Any] = (),
+) -> Phase2Result:
+    """Train Phase 2 as ``config`` says.
+
+    Args:
+        resume: ``"last"`` (``<output_dir>/checkpoints/last.ckpt``) or a checkpoint path.
+        debug: anomaly detection, at most 5 steps of at most 5 batches per epoch.
+        callbacks: extra Lightning callbacks.
+    Raises:
+        ConfigError: a bad path or setting, before anything slow.
+        TrainingInterrupted: an error or signal during training (emergency checkpoint).
+    """
+    out = Path(config.output_dir)
+    with training_log(log_path(out)) as record_failure:
+        try:
+            return _run(_effective(config, debug), config_path, resume, debug, callbacks)
+        except BaseException as err:
+            record_failure(err)
+            raise
+
+
+def _run(
+    config: Config,
+    config_path: str | None,
+    resume: str | None,
+    debug: bool,
+    callbacks: Sequence[Any],
+) -> Phase2Result:
+    started = time.perf_counter()
+    out = Path(config.output_dir)
+    log.info("Phase 2: config %s, output %s", config_path or "<in memory>", out)
+    plan = _plan(config, config_path, resume)
+
+    import lightning as L
+
+    from purrsight.train import route_lightning_logs_to_root
+
+    route_lightning_logs_to_root()
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    timings: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    train, train_feats, val, val_feats, modalities, aligner_info = _aligned_splits(config, plan)
+    timings["encode"] = time.perf_counter() - t0
+    log.info(
+        "aligned features for %d train + %d val samples (%s) in %.1f s",
+        len(train),
+        len(val),
+        "+".join(modalities),
+        timings["encode"],
+    )
+
+    t0 = time.perf_counter()
+    model, tokenizer = _build_model(config, plan, modalities, aligner_info["embed_dim"])
+    timings["load_llm"] = time.perf_counter() - t0
+
+    train_set, train_loader, val_loader = _datasets(
+        config, train, train_feats, val, val_feats, tokenizer
+    )
+    world, local = _world()
+    batches = -(-len(train_set) // (config.batch_size * world))  # per process and epoch
+    steps = total_steps(batches, config)
+    hparams = _hparams(config, plan, aligner_info, modalities)
+    module = _make_module(config, model, steps, hparams)
+    trainer, checkpoint_cb, emergency_cb, logger = _make_trainer(
+        config, out, debug, callbacks, world, local
+    )
+    if logger:
+        _log_run_start(logger, config, out, plan, model, steps)
+    log.info(
+        "training %d optimizer steps (%d epochs × %d batches of %d, accumulating %d)%s",
+        steps,
+        config.num_epochs,
+        batches,
+        config.batch_size,
+        config.accumulate_grad_batches,
+        f", resuming from {plan.resume_path}" if plan.resume_path else "",
+    )
+
+    t0 = time.perf_counter()
+    _fit(trainer, module, train_loader, val_loader, plan.resume_path, emergency_cb)
+    timings["train"] = time.perf_counter() - t0
+
+    previews: list[dict[str, str]] = []
+    if config.preview_samples and trainer.is_global_zero:
+        t0 = time.perf_counter()
+        previews = _preview(config, model, tokenizer, val or train, val_feats or train_feats)
+        timings["preview"] = time.perf_counter() - t0
+        _write_json(out / "logs" / "preview.json", previews)
+
+    metrics = _summary_metrics(module.history, trainer)
+    last = out / "checkpoints" / LAST_NAME
+    best = checkpoint_cb.best_model_path
+    result = Phase2Result(
+        output_dir=out,
+        last_checkpoint=last if last.is_file() else None,
+        best_checkpoint=Path(best) if best else None,
+        aligner_path=plan.aligner_path,
+        modalities=modalities,
+        history=module.history,
+        metrics=metrics,
+        timings=timings,
+        seconds=time.perf_counter() - started,
+        model=model.cpu(),
+        tokenizer=tokenizer,
+        mlflow_run_id=logger.run_id if logger else None,
+        previews=previews,
+    )
+    log.info("Phase 2 done in %.1f s: %s", result.seconds, json.dumps(_rounded(metrics)))
+    if logger:
+        _log_run_end(logger, config, out, metrics)
+    return result
+
+
+# ----------------------------------------------------------------------------- building
+
+
+def _build_model(config: Config, plan: _Plan, modalities: list[str], embed_dim: int):
+    """The LLM from its folder, wrapped with LoRA, plus one projector per modality."""
+    import lightning as L
+
+    from purrsight.models.llm import load_llm
+    from purrsight.models.mm_llm import build_multimodal_llm
+
+    llm, tokenizer = load_llm(config.llm_model_name)
+    # Re-seeded so the projector and LoRA initialisation do not depend on how many random
+    # numbers loading the encoders happened to draw.
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    model = build_multimodal_llm(
+        llm,
+        tokenizer,
+        in_dim=embed_dim,
+        num_tokens=config.num_soft_tokens,
+        modalities=modalities,
+        projector_hidden_dim=config.projector_hidden_dim,
+        lora_r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        lora_target_modules=config.lora_target_modules,
+        gradient_checkpointing=config.gradient_checkpointing,
+    )
+    trainable = sum(p.numel() for p in model.trainable_parameters())
+    total = sum(p.numel() for p in model.parameters())
+    log.info(
+        "LLM %s (%s): %s parameters, %s trainable (%.2f %%)",
+        config.llm_model_name,
+        plan.llm_folder,
+        f"{total:,}",
+        f"{trainable:,}",
+        100 * trainable / total,
+    )
+    return model, tokenizer
+
+
+def _datasets(config: Config, train, train_feats, val, val_feats, tokenizer):
+    from purrsight.train.phase2_data import InstructionDataset, build_loader
+
+    def dataset(samples: list[Sample], feats) -> InstructionDataset:
+        ds = InstructionDataset(
+            samples, feats, tokenizer, config.num_soft_tokens, config.max_text_length
+        )
+        if ds.truncated:
+            log.warning(
+                "%d of %d responses cut to max_text_length=%d tokens",
+                ds.truncated,
+                len(ds),
+                config.max_text_length,
+            )
+        return ds
+
+    pad = int(tokenizer.pad_token_id)
+    train_set = dataset(train, train_feats)
+    train_loader = build_loader(
+        train_set, config.batch_size, pad, config.num_workers, config.seed, train=True
+    )
+    val_set = dataset(val, val_feats) if val else None
+    val_loader = (
+        build_loader(val_set, config.batch_size, pad, config.num_workers, config.seed, train=False)
+        if val_set
+        else None
+    )
+    return train_set, train_loader, val_loader
+
+
+def _hparams(
+    config: Config, plan: _Plan, aligner_info: dict[str, Any], modalities: list[str]
+) -> dict[str, Any]:
+    """What a checkpoint records about how it was made (plain values only)."""
+    return {
+        "config": config.model_dump(),
+        "aligner": {
+            "path": str(plan.aligner_path.resolve()),
+            "sha256": file_sha256(plan.aligner_path),
+            "encoders": aligner_info.get("encoders", {}),
+            "embed_dim": int(aligner_info["embed_dim"]),
+            "run_name": aligner_info.get("run_name"),
+        },
+        "llm": {"name": config.llm_model_name, "folder": str(plan.llm_folder.resolve())},
+        "modalities": modalities,
+    }
+
+
+def _make_module(config: Config, model, steps: int, hparams: dict[str, Any]):
+    from purrsight.train.phase2_module import OptimSettings, Phase2Module
+
+    optim = OptimSettings(config.learning_rate, config.weight_decay, config.warmup_steps, steps)
+    # load_llm returns the LLM in eval mode and Lightning keeps each module's mode as it
+    # finds it: without this, LoRA dropout and gradient checkpointing would stay off.
+    model.train()
+    return Phase2Module(model, optim, config.log_every_n_steps, hparams)
+
+
+def _make_trainer(config: Config, out: Path, debug: bool, callbacks, world: int, local: int):
+    """Trainer + its checkpoint callbacks + the MLflow logger (rank 0 only, else None)."""
+    import warnings
+
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.strategies import DDPStrategy
+
+    from purrsight.train.phase2_module import AtomicCheckpointIO, EmergencyCheckpoint
+    from purrsight.train.tracking import make_logger
+
+    # Hints that do not apply: features are precomputed (workers only collate), and a
+    # resumed run writes into its own non-empty checkpoint folder on purpose.
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*exists and is not empty.*")
+    checkpoint_dir = out / "checkpoints"
+    checkpoint_cb = ModelCheckpoint(
+        dirpath=checkpoint_dir,
+        filename=EPOCH_FILENAME,
+        auto_insert_metric_name=False,
+        monitor="train_loss_epoch",
+        mode="min",
+        save_top_k=config.save_top_k,
+        save_last=True,
+        save_on_train_epoch_end=True,
+    )
+    emergency_cb = EmergencyCheckpoint(checkpoint_dir)
+    logger = None
+    if config.mlflow.enabled and _is_rank_zero():
+        run_name = f"phase2-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+        logger = make_logger(config.mlflow.tracking_uri, config.mlflow.experiment_name, run_name)
+    distributed = world > 1
+    trainer = L.Trainer(
+        accelerator="auto",
+        devices=local if distributed else 1,
+        num_nodes=world // local if distributed else 1,
+        # A batch without an image (or audio) sample leaves that projector unused; DDP must
+        # not wait for its gradient.
+        strategy=DDPStrategy(find_unused_parameters=True) if distributed else "auto",
+        precision=config.precision,
+        max_epochs=config.num_epochs,
+        max_steps=config.max_steps,
+        accumulate_grad_batches=config.accumulate_grad_batches,
+        gradient_clip_val=config.gradient_clip_val,
+        logger=logger if logger is not None else False,
+        callbacks=[*callbacks, emergency_cb, checkpoint_cb],
+        plugins=[AtomicCheckpointIO()],
+        log_every_n_steps=config.log_every_n_steps,
+        num_sanity_val_steps=0,
+        enable_model_summary=False,
+        enable_progress_bar=sys.stderr.isatty(),
+        default_root_dir=out,
+        detect_anomaly=debug,
+        limit_train_batches=DEBUG_LIMIT_BATCHES if debug else None,
+        limit_val_batches=DEBUG_LIMIT_BATCHES if debug else None,
+    )
+    return trainer, checkpoint_cb, emergency_cb, logger
+
+
+# ----------------------------------------------------------------------------- fit
+
+
+def _fit(trainer, module, train_loader, val_loader, resume_path, emergency_cb) -> None:
+    """``trainer.fit``; an error or signal becomes :class:`TrainingInterrupted` naming the
+    emergency checkpoint (Lightning turns SIGTERM into ``SIGTERMException`` and Ctrl+C
+    into ``SystemExit(1)`` after its callbacks ran)."""
+    import signal
+    import threading
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    sigint = signal.getsignal(signal.SIGINT) if main_thread else None
+    try:
+        trainer.fit(
+            module,
+            train_loader,
+            val_loader,
+            ckpt_path=str(resume_path) if resume_path else None,
+            weights_only=True,
+        )
+    except BaseException as err:
+        cause = emergency_cb.exception or err
+        if getattr(trainer, "received_sigterm", False):
+            # The signal is the cause even when something else failed first (a process
+            # group's SIGTERM also kills DataLoader workers, which raises in the loop).
+            from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+            cause = SIGTERMException()
+        step, path = trainer.global_step, emergency_cb.path
+        raise _interrupted(cause, step, path, trainer.is_global_zero) from err
+    finally:
+        if main_thread:
+            # Lightning ignores Ctrl+C for good after catching one; give the caller its own
+            # handler back (a second run, or the rest of a test session, stays interruptible).
+            signal.signal(signal.SIGINT, sigint)
+
+
+def _interrupted(
+    cause: BaseException, step: int, checkpoint: Path | None, rank_zero: bool = True
+) -> TrainingInterrupted:
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    if isinstance(cause, SIGTERMException):
+        what, code = "stopped by SIGTERM", 143
+    elif isinstance(cause, KeyboardInterrupt):
+        what, code = "stopped by SIGINT (Ctrl+C)", 130
+    else:
+        first = (str(cause).strip().splitlines() or [""])[0]
+        what, code = f"failed: {type(cause).__name__}: {first}", 1
+    if not rank_zero:
+        where = f" (rank {_rank()}); rank 0 writes the emergency checkpoint"
+    elif checkpoint:
+        where = f"; emergency checkpoint {checkpoint} (continue with --resume {checkpoint})"
+    elif step == 0:
+        where = "; no checkpoint written (no optimizer step done)"
+    else:
+        where = "; the emergency checkpoint could not be written (see training.log)"
+    return TrainingInterrupted(f"training {what} at step {step}{where}", code, checkpoint)
+
+
+# ----------------------------------------------------------------------------- after fit
+
+
+def _preview(
+    config: Config, model, tokenizer, samples: list[Sample], feats
+) -> list[dict[str, str]]:
+    """Generate reports for the first ``preview_samples`` samples and log them."""
+    from purrsight.data.instruction import collate, encode_prompt, make_item
+
+    chosen = samples[: config.preview_samples]
+    items = []
+    for i, sample in enumerate(chosen):
+        row = feats.row(i)
+        prompt = encode_prompt(tokenizer, list(row), sample.instruction, config.num_soft_tokens)
+        items.append(make_item(prompt, row, sample.id))
+    batch = collate(items, int(tokenizer.pad_token_id), padding_side="left")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    texts = model.generate(max_new_tokens=config.max_new_tokens, **batch.to(device).model_inputs())
+    previews = []
+    for sample, text in zip(chosen, texts, strict=True):
+        log.info("preview %s (label %s): %s", sample.id, sample.label, text)
+        previews.append({"id": sample.id, "label": sample.label or "", "generated": text})
+    return previews
+
+
+def _summary_metrics(history: list[dict[str, float]], trainer) -> dict[str, float]:
+    """First/last loss, steps and throughput (the first batch, which warms up, excluded)."""
+    metrics: dict[str, float] = {"steps": float(trainer.global_step)}
+    if history:
+        metrics["loss_first"] = history[0]["loss"]
+        metrics["loss_last"] = history[-1]["loss"]
+        timed = history[1:] or history
+        seconds = sum(h["seconds"] for h in timed)
+        metrics["seconds_per_batch"] = seconds / len(timed)
+        metrics["tokens_per_second"] = sum(h["tokens"] for h in timed) / seconds
+        metrics["samples_per_second"] = sum(h["samples"] for h in timed) / seconds
+    for key in ("train_loss_epoch", "val_loss"):
+        value = trainer.callback_metrics.get(key)
+        if value is not None:
+            metrics[key] = float(value)
+    return metrics
+
+
+def _rounded(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 4) for k, v in metrics.items()}
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(value, indent=2), encoding="utf-8")
+    tmp.replace(path)
+
+
+def _log_run_start(logger, config: Config, out: Path, plan: _Plan, model, steps: int) -> None:
+    """Flattened config + run facts as MLflow params; the resolved config as an artifact."""
+    config_file = out / "logs" / "config.yaml"
+    dump_config(config, config_file)
+    params = {
+        **to_flat_dict(config),
+        "run.aligner_path": str(plan.aligner_path),
+        "run.llm_folder": str(plan.llm_folder),
+        "run.resume_from": str(plan.resume_path) if plan.resume_path else "",
+        "run.total_steps": steps,
+        "run.trainable_parameters": sum(p.numel() for p in model.trainable_parameters()),
+    }
+    logger.log_hyperparams(params)
+    logger.experiment.log_artifact(logger.run_id, str(config_file))
+
+
+def _log_run_end(logger, config: Config, out: Path, metrics: dict[str, float]) -> None:
+    from purrsight.train.tracking import ui_command
+
+    logger.log_metrics({f"final_{k}": v for k, v in metrics.items()})
+    for name in ("preview.json", "training.log"):
+        path = out / "logs" / name
+        if path.is_file():
+            logger.experiment.log_artifact(logger.run_id, str(path))
+    logger.finalize("success")
+    log.info("MLflow run %s; view with: %s", logger.run_id, ui_command(config.mlflow.tracking_uri))

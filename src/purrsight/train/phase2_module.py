@@ -1,0 +1,300 @@
+"""Lightning pieces of Phase 2: the module that trains projectors + LoRA, and the callbacks
+that make its checkpoints trainable-only, atomic, and written on a crash or a signal.
+
+The module holds only the :class:`~purrsight.models.mm_llm.MultimodalLLM` (aligned features
+are precomputed), and its ``state_dict`` is the model's trainable tensors, so every
+Lightning checkpoint — top-k, ``last.ckpt``, emergency — is megabytes and loads back
+strictly. RNG state is saved too and put back right before the first batch after a
+resume, so dropout masks continue as if the run had never stopped.
+
+Shapes: b = batch, s = sequence length.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from purrsight.data.instruction import Batch
+from purrsight.models.mm_llm import MultimodalLLM
+from purrsight.train.checkpointing import (
+    CHECKPOINT_FORMAT,
+    atomic_torch_save,
+    capture_rng_state,
+    check_trainable_only,
+    emergency_path,
+    restore_rng_state,
+)
+from purrsight.train.phase2_data import ResumableDataLoader
+from purrsight.train.schedule import warmup_then_decay
+
+log = logging.getLogger(__name__)
+PREFIX = "model."
+
+
+@dataclass(frozen=True)
+class OptimSettings:
+    """AdamW + linear warmup then linear decay, stepped per optimizer step."""
+
+    learning_rate: float
+    weight_decay: float
+    warmup_steps: int
+    total_steps: int
+
+
+class _Keys(NamedTuple):
+    missing_keys: list[str]
+    unexpected_keys: list[str]
+
+
+class Phase2Module(L.LightningModule):
+    """Next-token loss on the assistant's tokens of chat prompts with spliced soft tokens.
+
+    Args:
+        model: projectors + LoRA-wrapped LLM (the only trainable weights).
+        optim: optimizer and schedule settings.
+        log_every_n_steps: how often a progress line goes to the log.
+        hparams: plain values stored in every checkpoint (resolved config, aligner, LLM).
+    """
+
+    def __init__(
+        self,
+        model: MultimodalLLM,
+        optim: OptimSettings,
+        log_every_n_steps: int,
+        hparams: dict[str, Any],
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.optim = optim
+        self.log_every_n_steps = log_every_n_steps
+        # Not sent to the logger: the flattened config is logged as MLflow params instead.
+        self.save_hyperparameters({**hparams, "format": CHECKPOINT_FORMAT}, logger=False)
+        self.history: list[dict[str, float]] = []
+        """One entry per training batch: step, loss, lr, seconds, tokens, samples."""
+        self._pending_rng: dict[str, Any] | None = None
+        self._batch_started = 0.0
+        self._batch_stats: dict[str, float] = {}
+        self._last_logged_step = -1
+
+    # ------------------------------------------------------------------ steps
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        """Loss of one right-padded batch ([b, s] ids, labels, mask + features)."""
+        loss = self.model(**batch.model_inputs()).loss
+        size = int(batch.input_ids.shape[0])
+        lr = float(self.trainer.optimizers[0].param_groups[0]["lr"])
+        # Step-level curve for MLflow; the epoch mean is what checkpoints are ranked by.
+        self.log("train_loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=size)
+        self.log(
+            "train_loss_epoch", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=size
+        )
+        self.log("lr", lr, on_step=True, on_epoch=False, batch_size=size)
+        self._batch_stats = {
+            "loss": float(loss.detach()),
+            "lr": lr,
+            "tokens": float(batch.attention_mask.sum()),  # non-pad tokens
+            "samples": float(size),
+        }
+        return loss
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        loss = self.model(**batch.model_inputs()).loss
+        size = int(batch.input_ids.shape[0])
+        self.log("val_loss", loss, on_epoch=True, sync_dist=True, prog_bar=True, batch_size=size)
+        return loss
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int):
+        if isinstance(batch, Batch):
+            return batch.to(device)
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
+    # ------------------------------------------------------------------ throughput
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self._pending_rng is not None:
+            # Restored here, not at load time: building the resumed run (data iterators,
+            # logger) may draw random numbers an uninterrupted run never drew.
+            restore_rng_state(self._pending_rng)
+            self._pending_rng = None
+        self._batch_started = time.perf_counter()
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        seconds = max(time.perf_counter() - self._batch_started, 1e-9)
+        stats = self._batch_stats
+        size = int(stats["samples"])
+        tokens_per_second = stats["tokens"] / seconds
+        self.log("tokens_per_second", tokens_per_second, on_step=True, batch_size=size)
+        self.log("samples_per_second", stats["samples"] / seconds, on_step=True, batch_size=size)
+        self.history.append({"step": self.global_step, **stats, "seconds": seconds})
+        step = self.global_step
+        due = step != self._last_logged_step and step % self.log_every_n_steps == 0
+        if due and self.trainer.is_global_zero:
+            self._last_logged_step = step
+            log.info(
+                "step %d/%d epoch %d: loss %.4f, lr %.3g, %.2f s/batch, %.0f tokens/s",
+                step,
+                self.optim.total_steps,
+                self.current_epoch,
+                stats["loss"],
+                stats["lr"],
+                seconds,
+                tokens_per_second,
+            )
+
+    def on_train_epoch_end(self) -> None:
+        loss = self.trainer.callback_metrics.get("train_loss_epoch")
+        if loss is not None and self.trainer.is_global_zero:
+            log.info("epoch %d done: mean train loss %.4f", self.current_epoch, float(loss))
+
+    def on_validation_epoch_end(self) -> None:
+        loss = self.trainer.callback_metrics.get("val_loss")
+        if loss is not None and not self.trainer.sanity_checking and self.trainer.is_global_zero:
+            log.info("epoch %d: val loss %.4f", self.current_epoch, float(loss))
+
+    # ------------------------------------------------------------------ optimizer
+
+    def configure_optimizers(self):
+        # No weight decay on biases and norm weights (1-d): decaying them only hurts.
+        decay, no_decay = [], []
+        for param in self.model.trainable_parameters():
+            (decay if param.ndim >= 2 else no_decay).append(param)
+        groups = [{"params": decay, "weight_decay": self.optim.weight_decay}]
+        if no_decay:
+            groups.append({"params": no_decay, "weight_decay": 0.0})
+        optimizer = torch.optim.AdamW(groups, lr=self.optim.learning_rate)
+        scheduler = warmup_then_decay(
+            optimizer, self.optim.warmup_steps, self.optim.total_steps, "linear"
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
+        }
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def state_dict(self, *args: Any, destination=None, prefix: str = "", keep_vars: bool = False):
+        """Only the trainable tensors (projectors + LoRA), named ``model.<name>``: what
+        every checkpoint holds. The frozen LLM is rebuilt from its folder instead."""
+        state = destination if destination is not None else {}
+        for key, value in self.model.trainable_state_dict().items():
+            state[f"{prefix}{PREFIX}{key}"] = value
+        return state
+
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
+    ):
+        """Load projector + LoRA tensors strictly (any missing or extra key is an error,
+        whatever ``strict`` says: a silently half-loaded adapter is never what is wanted)."""
+        stripped = {k.removeprefix(PREFIX): v for k, v in state_dict.items()}
+        self.model.load_trainable_state_dict(stripped)
+        return _Keys([], [])
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        check_trainable_only(checkpoint["state_dict"])
+        checkpoint["rng_states"] = capture_rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._pending_rng = checkpoint.get("rng_states")
+
+
+# ----------------------------------------------------------------------------- callbacks
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Every checkpoint Lightning writes goes to a temp file first, then ``os.replace``."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options=None) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO takes no storage_options")
+        atomic_torch_save(checkpoint, Path(path))
+
+
+class EmergencyCheckpoint(Callback):
+    """On any exception, SIGTERM or SIGINT during fit: write
+    ``<dirpath>/emergency-step=<n>.ckpt`` (same trainable-only format, resumable).
+
+    Lightning turns SIGTERM into an exception at the end of the current batch and catches
+    Ctrl+C; both reach ``on_exception``, like an error raised inside a step."""
+
+    def __init__(self, dirpath: Path) -> None:
+        self.dirpath = Path(dirpath)
+        self.exception: BaseException | None = None
+        self.path: Path | None = None
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception) -> None:
+        self.exception = exception
+        step = trainer.global_step
+        if step == 0:
+            log.warning("stopped before the first optimizer step: no emergency checkpoint")
+            return
+        loader = trainer.train_dataloader
+        if isinstance(loader, ResumableDataLoader):
+            # A batch that failed before its optimizer step was handed out but not learned
+            # from: resume must start with it again. "processed" (not "completed") because a
+            # failure in on_train_batch_end comes after the step, and Lightning then counts
+            # that batch as done when it restarts.
+            done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+            loader.rewind_to(done)
+        path = emergency_path(self.dirpath, step)
+        try:
+            with _worker_deaths_ignored():
+                checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
+                _mark_between_epochs(checkpoint["loops"])
+                if trainer.is_global_zero:
+                    atomic_torch_save(checkpoint, path)
+        except Exception:  # noqa: BLE001 - never hide the original failure behind this one
+            log.exception("could not write the emergency checkpoint %s", path)
+            return
+        if trainer.is_global_zero:  # only rank 0 writes (and so names) the file
+            log.warning("emergency checkpoint written: %s", path)
+            self.path = path
+
+
+def _mark_between_epochs(loops: dict[str, Any]) -> None:
+    """Make a checkpoint taken between two epochs resume at the next epoch's first batch.
+
+    Lightning raises on SIGTERM after an epoch's last batch only once the epoch is counted
+    complete, a moment its own checkpoints are never taken at: the epoch loop's per-epoch
+    counters still say "all batches done", so a resume would run the next epoch with no
+    batches and skip to the one after. When every epoch counter is settled, zero those
+    per-epoch counters (the totals, which count steps, stay)."""
+    fit = loops["fit_loop"]
+    epochs = fit["epoch_progress"]["total"]
+    if not epochs["ready"] == epochs["started"] == epochs["processed"] == epochs["completed"]:
+        return
+    trackers = [fit["epoch_loop.batch_progress"], fit["epoch_loop.scheduler_progress"]]
+    trackers += fit["epoch_loop.automatic_optimization.optim_progress"]["optimizer"].values()
+    for tracker in trackers:
+        tracker["current"] = {key: 0 for key in tracker["current"]}
+    fit["epoch_loop.batch_progress"]["is_last_batch"] = False
+
+
+@contextlib.contextmanager
+def _worker_deaths_ignored() -> Iterator[None]:
+    """Silence PyTorch's SIGCHLD handler while the emergency checkpoint is written.
+
+    A SIGTERM sent to the whole process group (torchrun, schedulers) kills the DataLoader
+    workers too; each death raises a RuntimeError in the main process from that handler,
+    which would abort the write half-way."""
+    sigchld = getattr(signal, "SIGCHLD", None)
+    if sigchld is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(sigchld, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        signal.signal(sigchld, previous)
