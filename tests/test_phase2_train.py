@@ -176,9 +176,10 @@ def test_checkpoint_names_follow_the_guide(straight) -> None:
     assert "last.ckpt" in names
     assert len(epoch_files) == 2, names  # 2 epochs, save_top_k=3
     assert all(re.fullmatch(EPOCH_NAME_PATTERN, n) for n in epoch_files), epoch_files
+    # Epochs count from 1 in file names, as in the guide (phase2-epoch=01-… is the first).
     assert {n.split("-train_loss")[0] for n in epoch_files} == {
-        "phase2-epoch=00",
         "phase2-epoch=01",
+        "phase2-epoch=02",
     }
     assert not [n for n in names if n.endswith(".tmp")]  # atomic writes left nothing behind
 

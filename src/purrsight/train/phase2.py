@@ -484,10 +484,13 @@ def _make_trainer(config: Config, out: Path, debug: bool, callbacks, world: int,
     import warnings
 
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.strategies import DDPStrategy
 
-    from purrsight.train.phase2_module import AtomicCheckpointIO, EmergencyCheckpoint
+    from purrsight.train.phase2_module import (
+        AtomicCheckpointIO,
+        EmergencyCheckpoint,
+        GuideNamedCheckpoint,
+    )
     from purrsight.train.tracking import make_logger
 
     # Hints that do not apply: features are precomputed (workers only collate), and a
@@ -495,7 +498,7 @@ def _make_trainer(config: Config, out: Path, debug: bool, callbacks, world: int,
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*exists and is not empty.*")
     checkpoint_dir = out / "checkpoints"
-    checkpoint_cb = ModelCheckpoint(
+    checkpoint_cb = GuideNamedCheckpoint(
         dirpath=checkpoint_dir,
         filename=EPOCH_FILENAME,
         auto_insert_metric_name=False,

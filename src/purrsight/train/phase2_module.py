@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from purrsight.data.instruction import Batch
@@ -298,3 +298,13 @@ def _worker_deaths_ignored() -> Iterator[None]:
         yield
     finally:
         signal.signal(sigchld, previous)
+
+
+class GuideNamedCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint whose file names count epochs from 1, as the guide's examples do
+    (``phase2-epoch=01-…`` is the first epoch); Lightning's own counter starts at 0."""
+
+    def format_checkpoint_name(self, metrics, filename=None, ver=None, prefix=None) -> str:
+        if "epoch" in metrics:
+            metrics = {**metrics, "epoch": int(metrics["epoch"]) + 1}
+        return super().format_checkpoint_name(metrics, filename, ver=ver, prefix=prefix)
