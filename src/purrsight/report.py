@@ -68,11 +68,14 @@ class Report(BaseModel):
     """One cat's emotional state, with the evidence for it and what to do."""
 
     model_config = ConfigDict(extra="forbid")
+    # Field order is the order a model writes the report in: the cues it perceives come
+    # first, the verdict after them, so generation reasons from evidence to emotion
+    # (measured on the demo: see the closing note of the Phase 2 issue).
+    evidence: Evidence
+    arousal: Arousal
     emotion: str
     confidence: float = Field(ge=0.0, le=1.0)
     alternatives: list[Alternative] = Field(default_factory=list)
-    arousal: Arousal
-    evidence: Evidence
     summary: str
     advice: str
     welfare_alert: bool = False
