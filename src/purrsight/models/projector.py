@@ -13,7 +13,7 @@ MODALITIES = ("image", "audio", "text")
 
 
 class ModalityProjector(nn.Module):
-    """Linear–GELU–Linear from one aligned feature to ``num_tokens`` LLM input embeddings.
+    """LayerNorm–Linear–GELU–Linear from one aligned feature to ``num_tokens`` LLM input embeddings.
 
     The second layer emits all ``k`` tokens at once (``k * d`` outputs), so each soft token
     is a different learned view of the same feature rather than ``k`` copies.
@@ -37,6 +37,11 @@ class ModalityProjector(nn.Module):
         self.num_tokens = num_tokens
         self.hidden_dim = hidden_dim or llm_dim
         self.net = nn.Sequential(
+            # Aligned features are unit vectors (each entry ~1/sqrt(e)); without the norm
+            # the soft tokens start ~60x smaller than SmolLM2's token embeddings (row norm
+            # 0.05 vs 3.2) and the LLM ignores them for many steps. With it they start at
+            # the embeddings' scale.
+            nn.LayerNorm(in_dim),
             nn.Linear(in_dim, self.hidden_dim),
             nn.GELU(),
             nn.Linear(self.hidden_dim, num_tokens * llm_dim),

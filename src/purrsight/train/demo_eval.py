@@ -6,6 +6,7 @@ a report that does not validate counts as a wrong answer (``None``), never as a 
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -73,3 +74,23 @@ def evaluate_generation(config: Config, result: Any, split_path: Path) -> Genera
         100 * metrics["valid_report_rate"],
     )
     return GenerationEval(samples, parsed, metrics, seconds)
+
+
+def write_generation_eval(scored: GenerationEval, out_dir: Path) -> tuple[Path, Path]:
+    """``test_reports.jsonl`` (one line per sample: id, label, status, error, report or raw
+    text) and ``test_metrics.json`` (every metric, confusion matrix included)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    reports_path, metrics_path = out_dir / "test_reports.jsonl", out_dir / "test_metrics.json"
+    with reports_path.open("w", encoding="utf-8") as handle:
+        for sample, parsed in zip(scored.samples, scored.parsed, strict=True):
+            line = {
+                "id": sample.id,
+                "label": sample.label,
+                "status": parsed.status,
+                "error": parsed.error,
+                "report": parsed.report.model_dump() if parsed.report is not None else None,
+                "raw": parsed.raw if parsed.report is None else None,
+            }
+            handle.write(json.dumps(line) + "\n")
+    metrics_path.write_text(json.dumps(scored.metrics, indent=2), encoding="utf-8")
+    return reports_path, metrics_path

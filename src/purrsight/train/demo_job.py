@@ -69,7 +69,7 @@ def _mean(values: list[float]) -> float:
 
 def _phase2_stage(config: Config, config_path: str | None, aligner_path: Path) -> dict[str, Any]:
     """Train Phase 2 on the aligner just made, then answer every test-split sample."""
-    from purrsight.train.demo_eval import evaluate_generation
+    from purrsight.train.demo_eval import evaluate_generation, write_generation_eval
     from purrsight.train.phase2 import run_phase2
 
     config = config.model_copy(update={"phase1_checkpoint_path": str(aligner_path)})
@@ -81,6 +81,10 @@ def _phase2_stage(config: Config, config_path: str | None, aligner_path: Path) -
     _stage("4/4 reports for the test split")
     scored = evaluate_generation(config, result, Path(config.data_dir) / "test.jsonl")
     m = scored.metrics
+    reports_path, metrics_path = write_generation_eval(
+        scored, Path(config.demo.summary_path).parent
+    )
+    print(f"reports: {reports_path}, metrics: {metrics_path}")
     example = next((p for p in scored.parsed if p.report is not None), scored.parsed[0])
     print("one generated report:")
     print(example.report.model_dump_json(indent=2) if example.report else example.raw)
