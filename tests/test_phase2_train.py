@@ -553,3 +553,16 @@ def test_training_log_has_the_run(straight) -> None:
     assert "Phase 1 aligner:" in text
     assert "step 6/6" in text and "Phase 2 done" in text
     assert len(result.previews) == 1 and "generated" in result.previews[0]
+
+
+def test_a_fresh_run_archives_the_previous_runs_checkpoints(setup, llama) -> None:
+    overrides, _, _ = llama
+    config = _config(setup, "twice", *overrides, "max_steps=2", "num_epochs=1")
+    first = run_phase2(config)
+    first_last = (first.output_dir / "checkpoints" / "last.ckpt").read_bytes()
+    second = run_phase2(config)
+    checkpoints = second.output_dir / "checkpoints"
+    assert not list(checkpoints.glob("last-v*.ckpt"))  # no versioned copies beside last.ckpt
+    assert second.last_checkpoint == checkpoints / "last.ckpt"
+    archived = list((checkpoints / "previous").glob("*/last.ckpt"))
+    assert len(archived) == 1 and archived[0].read_bytes() == first_last

@@ -17,6 +17,7 @@ import hashlib
 import logging
 import os
 import random
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -173,3 +174,22 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def archive_previous_run(checkpoint_dir: Path) -> Path | None:
+    """Move an earlier run's checkpoints into ``checkpoint_dir/previous/<time>/``.
+
+    A fresh (not resumed) run must own ``last.ckpt``: otherwise Lightning writes
+    ``last-v1.ckpt`` beside the old one and ``--resume`` would pick up the old run.
+    Nothing is deleted; the move is logged. Returns the archive folder, or None.
+    """
+    old = sorted(checkpoint_dir.glob("*.ckpt")) if checkpoint_dir.is_dir() else []
+    if not old:
+        return None
+    stamp = datetime.fromtimestamp(max(p.stat().st_mtime for p in old)).strftime("%Y%m%d-%H%M%S")
+    archive = checkpoint_dir / "previous" / stamp
+    archive.mkdir(parents=True, exist_ok=True)
+    for path in old:
+        os.replace(path, archive / path.name)
+    log.warning("moved %d checkpoints of an earlier run to %s", len(old), archive)
+    return archive

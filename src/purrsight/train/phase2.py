@@ -45,6 +45,7 @@ from purrsight.models.llm import resolve_llm_folder
 from purrsight.train.checkpointing import (
     EPOCH_FILENAME,
     LAST_NAME,
+    archive_previous_run,
     file_sha256,
     read_checkpoint,
     resolve_aligner,
@@ -331,6 +332,8 @@ def _run(
     steps = total_steps(batches, config)
     hparams = _hparams(config, plan, aligner_info, modalities)
     module = _make_module(config, model, steps, hparams)
+    if plan.resume_path is None and _is_rank_zero():
+        archive_previous_run(out / "checkpoints")
     trainer, checkpoint_cb, emergency_cb, logger = _make_trainer(
         config, out, debug, callbacks, world, local
     )
