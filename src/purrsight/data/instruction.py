@@ -287,6 +287,7 @@ def make_item(
         "placeholders": dict(encoded.placeholders),
         "num_tokens": encoded.num_tokens,
         "features": {m: f.detach().float().reshape(-1) for m, f in features.items()},
+        "truncated": encoded.truncated,
     }
 
 

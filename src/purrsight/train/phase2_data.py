@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from purrsight.config import MediaConfig
 from purrsight.data.features import encode_samples
-from purrsight.data.instruction import collate, encode_example, make_item
+from purrsight.data.instruction import collate, encode_sample
 from purrsight.data.manifest import ManifestError, Sample
 from purrsight.models.aligner import Aligner
 
@@ -127,18 +127,9 @@ class InstructionDataset(Dataset):
         self.truncated = 0
         """Samples whose response was cut to fit ``max_length``."""
         for i, sample in enumerate(samples):
-            features = aligned.row(i)
-            encoded = encode_example(
-                tokenizer,
-                list(features),
-                sample.instruction,
-                sample.response_json(),
-                num_tokens,
-                max_length,
-                sample_id=sample.source or sample.id,
-            )
-            self.truncated += encoded.truncated
-            self.items.append(make_item(encoded, features, sample.id))
+            item = encode_sample(sample, tokenizer, aligned.row(i), num_tokens, max_length)
+            self.truncated += item["truncated"]
+            self.items.append(item)
 
     def __len__(self) -> int:
         return len(self.items)
