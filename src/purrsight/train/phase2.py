@@ -14,7 +14,7 @@ files) so a wrong path stops the run at once; then one pass through the frozen e
 and aligner heads (the aligned features are all Phase 2 needs from them, so the encoders
 are freed), then the LLM, then Lightning. Writes, under ``output_dir``::
 
-    checkpoints/phase2-epoch=00-train_loss=2.3456.ckpt   top-k by epoch train loss
+    checkpoints/phase2-epoch=01-train_loss=2.3456.ckpt   top-k by epoch train loss
     checkpoints/last.ckpt                                every epoch end
     checkpoints/emergency-step=<n>.ckpt                  on an error, SIGTERM or Ctrl+C
     logs/training.log, logs/config.yaml, logs/preview.json
@@ -25,10 +25,8 @@ tokens_per_second, samples_per_second, val_loss; artifacts: config.yaml, trainin
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -39,31 +37,27 @@ from typing import Any
 
 import torch
 
-from purrsight.config import Config, ConfigError, dump_config, to_flat_dict
-from purrsight.data.manifest import Sample, read_manifest
-from purrsight.models.llm import resolve_llm_folder
+from purrsight.config import Config, dump_config, to_flat_dict
+from purrsight.data.manifest import Sample
 from purrsight.train.checkpointing import (
     EPOCH_FILENAME,
     LAST_NAME,
     archive_previous_run,
     file_sha256,
-    read_checkpoint,
-    resolve_aligner,
-    resolve_resume,
 )
 from purrsight.train.logs import training_log
+from purrsight.train.phase2_setup import (
+    RunPlan,
+    aligned_splits,
+    is_rank_zero,
+    log_path,
+    plan_run,
+    process_rank,
+    world_size,
+)
 
 log = logging.getLogger(__name__)
 
-# Config keys that decide the shapes of what a checkpoint holds: resuming with other
-# values cannot work, so it is refused up front with the key's name.
-MODEL_KEYS = (
-    "llm_model_name",
-    "lora_r",
-    "lora_target_modules",
-    "num_soft_tokens",
-    "projector_hidden_dim",
-)
 DEBUG_MAX_STEPS = 5
 DEBUG_LIMIT_BATCHES = 5
 
@@ -97,151 +91,6 @@ class Phase2Result:
     tokenizer: Any = None
     mlflow_run_id: str | None = None
     previews: list[dict[str, str]] = field(default_factory=list)
-
-
-@dataclass
-class _Plan:
-    """Everything the cheap checks resolved."""
-
-    llm_folder: Path
-    aligner_path: Path
-    resume_path: Path | None
-    train_path: Path
-    val_path: Path | None
-
-
-# ----------------------------------------------------------------------------- checks
-
-
-def _world() -> tuple[int, int]:
-    """(world size, processes on this node) from torchrun's environment; (1, 1) alone."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
-    return world, local
-
-
-def _rank() -> int:
-    """This process's global rank under torchrun (0 alone)."""
-    return int(os.environ.get("RANK", "0"))
-
-
-def _is_rank_zero() -> bool:
-    return _rank() == 0
-
-
-def log_path(output_dir: Path) -> Path:
-    """``logs/training.log``; other DDP ranks get ``logs/training.rank<k>.log`` (two
-    processes appending to one file would interleave their lines)."""
-    rank = _rank()
-    return output_dir / "logs" / ("training.log" if rank == 0 else f"training.rank{rank}.log")
-
-
-def _plan(config: Config, config_path: str | None, resume: str | None) -> _Plan:
-    """Resolve and check every path before anything slow happens.
-
-    Raises:
-        ConfigError: one line naming the key (missing LLM folder, no aligner, bad resume
-            checkpoint, missing data, precision the machine cannot do).
-    """
-    try:
-        llm_folder = resolve_llm_folder(config.llm_model_name)
-    except (FileNotFoundError, ValueError) as err:
-        raise ConfigError(str(err)) from None
-    if config.precision == "16-mixed" and not torch.cuda.is_available():
-        raise ConfigError(
-            "precision: '16-mixed' needs a CUDA GPU; use 'bf16-mixed' or '32' on this machine"
-        )
-    checkpoint_dir = Path(config.output_dir) / "checkpoints"
-    resume_path = resolve_resume(resume, checkpoint_dir)
-    aligner_path = _aligner_for(config, config_path, resume_path)
-    data_dir = Path(config.data_dir)
-    train_path, val_path = data_dir / "train.jsonl", data_dir / "val.jsonl"
-    if not train_path.is_file():
-        raise ConfigError(
-            f"data_dir: {train_path} not found (the instruction JSONL; `purrsight data demo "
-            f"--out {data_dir}` writes a demo set)"
-        )
-    return _Plan(
-        llm_folder, aligner_path, resume_path, train_path, val_path if val_path.is_file() else None
-    )
-
-
-def _aligner_for(config: Config, config_path: str | None, resume_path: Path | None) -> Path:
-    """The aligner to use: the glob's newest match, or, when resuming, the one the
-    checkpoint was trained with (the glob may now find a newer Phase 1 run)."""
-    if resume_path is None:
-        path = resolve_aligner(config.phase1_checkpoint_path, config_path)
-        log.info("Phase 1 aligner: %s", path)
-        return path
-    meta = read_checkpoint(resume_path)["hyper_parameters"]
-    _check_same_model(config, meta["config"], resume_path)
-    recorded = Path(meta["aligner"]["path"])
-    if not recorded.is_file() or file_sha256(recorded) != meta["aligner"]["sha256"]:
-        raise ConfigError(
-            f"--resume {resume_path}: it was trained with the aligner {recorded} "
-            f"(sha256 {meta['aligner']['sha256'][:12]}…), which is gone or changed; "
-            "resume needs that aligner"
-        )
-    log.info("Phase 1 aligner (from the checkpoint): %s", recorded)
-    return recorded
-
-
-def _check_same_model(config: Config, saved: dict[str, Any], resume_path: Path) -> None:
-    now = config.model_dump()
-    for key in MODEL_KEYS:
-        if saved.get(key) != now[key]:
-            raise ConfigError(
-                f"--resume {resume_path}: {key} was {saved.get(key)!r} when it was trained, "
-                f"the config now says {now[key]!r}"
-            )
-    changed = sorted(k for k in now if k not in MODEL_KEYS and saved.get(k) != now[k])
-    if changed:
-        log.warning("resuming with changed config keys: %s", ", ".join(changed))
-
-
-# ----------------------------------------------------------------------------- features
-
-
-def _load_encoders(config: Config, aligner_info: dict[str, Any], modalities: Sequence[str]):
-    """The config's frozen encoders for ``modalities``, checked against the identities the
-    aligner was trained on (another encoder would feed the heads meaningless features)."""
-    from purrsight.models.encoders import build_encoder
-
-    trained_with = aligner_info.get("encoders", {})
-    encoders = {}
-    for modality in modalities:
-        encoder = build_encoder(modality, getattr(config.encoders, modality))
-        if trained_with.get(modality) != encoder.identity:
-            raise ConfigError(
-                f"encoders.{modality}: the config's encoder ({encoder.identity}) is not the one "
-                f"the aligner was trained with ({trained_with.get(modality)}); use the Phase 1 "
-                "run's encoders (its config.yaml) or train Phase 1 again"
-            )
-        encoders[modality] = encoder
-    return encoders
-
-
-def _aligned_splits(config: Config, plan: _Plan):
-    """Read the splits and run them once through the frozen encoders + aligner heads.
-    Returns (train samples, train features, val samples, val features, modalities, info)."""
-    from purrsight.models.aligner import load_aligner
-    from purrsight.train.phase2_data import encode_aligned, used_modalities
-
-    train = read_manifest(plan.train_path, config.labels)
-    val = read_manifest(plan.val_path, config.labels) if plan.val_path else []
-    modalities = used_modalities([train, val])
-    aligner, info = load_aligner(plan.aligner_path)
-    missing = [m for m in modalities if m not in aligner.heads]
-    if missing:
-        raise ConfigError(f"phase1_checkpoint_path: {plan.aligner_path} has no head for {missing}")
-    encoders = _load_encoders(config, info, modalities)
-    batch = config.phase1.encode_batch_size
-    train_feats = encode_aligned(train, encoders, aligner, config.media, batch, "train")
-    val_feats = encode_aligned(val, encoders, aligner, config.media, batch, "val") if val else None
-    del encoders  # frozen and no longer needed: give their memory to the LLM
-    gc.collect()
-    info = {**info, "embed_dim": aligner.embed_dim}
-    return train, train_feats, val, val_feats, modalities, info
 
 
 # ----------------------------------------------------------------------------- run
@@ -299,7 +148,7 @@ def _run(
     started = time.perf_counter()
     out = Path(config.output_dir)
     log.info("Phase 2: config %s, output %s", config_path or "<in memory>", out)
-    plan = _plan(config, config_path, resume)
+    plan = plan_run(config, config_path, resume)
 
     import lightning as L
 
@@ -310,7 +159,7 @@ def _run(
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    train, train_feats, val, val_feats, modalities, aligner_info = _aligned_splits(config, plan)
+    train, train_feats, val, val_feats, modalities, aligner_info = aligned_splits(config, plan)
     timings["encode"] = time.perf_counter() - t0
     log.info(
         "aligned features for %d train + %d val samples (%s) in %.1f s",
@@ -327,12 +176,12 @@ def _run(
     train_set, train_loader, val_loader = _datasets(
         config, train, train_feats, val, val_feats, tokenizer
     )
-    world, local = _world()
+    world, local = world_size()
     batches = -(-len(train_set) // (config.batch_size * world))  # per process and epoch
     steps = total_steps(batches, config)
     hparams = _hparams(config, plan, aligner_info, modalities)
     module = _make_module(config, model, steps, hparams)
-    if plan.resume_path is None and _is_rank_zero():
+    if plan.resume_path is None and is_rank_zero():
         archive_previous_run(out / "checkpoints")
     trainer, checkpoint_cb, emergency_cb, logger = _make_trainer(
         config, out, debug, callbacks, world, local
@@ -387,7 +236,7 @@ def _run(
 # ----------------------------------------------------------------------------- building
 
 
-def _build_model(config: Config, plan: _Plan, modalities: list[str], embed_dim: int):
+def _build_model(config: Config, plan: RunPlan, modalities: list[str], embed_dim: int):
     """The LLM from its folder, wrapped with LoRA, plus one projector per modality."""
     import lightning as L
 
@@ -455,7 +304,7 @@ def _datasets(config: Config, train, train_feats, val, val_feats, tokenizer):
 
 
 def _hparams(
-    config: Config, plan: _Plan, aligner_info: dict[str, Any], modalities: list[str]
+    config: Config, plan: RunPlan, aligner_info: dict[str, Any], modalities: list[str]
 ) -> dict[str, Any]:
     """What a checkpoint records about how it was made (plain values only)."""
     return {
@@ -513,7 +362,7 @@ def _make_trainer(config: Config, out: Path, debug: bool, callbacks, world: int,
     )
     emergency_cb = EmergencyCheckpoint(checkpoint_dir)
     logger = None
-    if config.mlflow.enabled and _is_rank_zero():
+    if config.mlflow.enabled and is_rank_zero():
         run_name = f"phase2-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
         logger = make_logger(config.mlflow.tracking_uri, config.mlflow.experiment_name, run_name)
     distributed = world > 1
@@ -594,7 +443,7 @@ def _interrupted(
         first = (str(cause).strip().splitlines() or [""])[0]
         what, code = f"failed: {type(cause).__name__}: {first}", 1
     if not rank_zero:
-        where = f" (rank {_rank()}); rank 0 writes the emergency checkpoint"
+        where = f" (rank {process_rank()}); rank 0 writes the emergency checkpoint"
     elif checkpoint:
         where = f"; emergency checkpoint {checkpoint} (continue with --resume {checkpoint})"
     elif step == 0:
@@ -659,7 +508,7 @@ def _write_json(path: Path, value: Any) -> None:
     tmp.replace(path)
 
 
-def _log_run_start(logger, config: Config, out: Path, plan: _Plan, model, steps: int) -> None:
+def _log_run_start(logger, config: Config, out: Path, plan: RunPlan, model, steps: int) -> None:
     """Flattened config + run facts as MLflow params; the resolved config as an artifact."""
     config_file = out / "logs" / "config.yaml"
     dump_config(config, config_file)

@@ -1,0 +1,185 @@
+"""Phase 2 set-up: every cheap check before anything slow, then the aligned features.
+
+The checks resolve the LLM folder, the Phase 1 aligner (glob → newest), the resume
+checkpoint and the data files, each failing with one line naming the key. Then one pass
+through the frozen encoders and aligner heads gives all Phase 2 needs from them.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from purrsight.config import Config, ConfigError
+from purrsight.data.manifest import read_manifest
+from purrsight.models.llm import resolve_llm_folder
+from purrsight.train.checkpointing import (
+    file_sha256,
+    read_checkpoint,
+    resolve_aligner,
+    resolve_resume,
+)
+
+log = logging.getLogger(__name__)
+
+# Config keys that decide the shapes of what a checkpoint holds: resuming with other
+# values cannot work, so it is refused up front with the key's name.
+MODEL_KEYS = (
+    "llm_model_name",
+    "lora_r",
+    "lora_target_modules",
+    "num_soft_tokens",
+    "projector_hidden_dim",
+)
+
+
+@dataclass
+class RunPlan:
+    """Everything the cheap checks resolved."""
+
+    llm_folder: Path
+    aligner_path: Path
+    resume_path: Path | None
+    train_path: Path
+    val_path: Path | None
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def world_size() -> tuple[int, int]:
+    """(world size, processes on this node) from torchrun's environment; (1, 1) alone."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+    return world, local
+
+
+def process_rank() -> int:
+    """This process's global rank under torchrun (0 alone)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def is_rank_zero() -> bool:
+    return process_rank() == 0
+
+
+def log_path(output_dir: Path) -> Path:
+    """``logs/training.log``; other DDP ranks get ``logs/training.rank<k>.log`` (two
+    processes appending to one file would interleave their lines)."""
+    rank = process_rank()
+    return output_dir / "logs" / ("training.log" if rank == 0 else f"training.rank{rank}.log")
+
+
+def plan_run(config: Config, config_path: str | None, resume: str | None) -> RunPlan:
+    """Resolve and check every path before anything slow happens.
+
+    Raises:
+        ConfigError: one line naming the key (missing LLM folder, no aligner, bad resume
+            checkpoint, missing data, precision the machine cannot do).
+    """
+    try:
+        llm_folder = resolve_llm_folder(config.llm_model_name)
+    except (FileNotFoundError, ValueError) as err:
+        raise ConfigError(str(err)) from None
+    if config.precision == "16-mixed" and not torch.cuda.is_available():
+        raise ConfigError(
+            "precision: '16-mixed' needs a CUDA GPU; use 'bf16-mixed' or '32' on this machine"
+        )
+    checkpoint_dir = Path(config.output_dir) / "checkpoints"
+    resume_path = resolve_resume(resume, checkpoint_dir)
+    aligner_path = aligner_for(config, config_path, resume_path)
+    data_dir = Path(config.data_dir)
+    train_path, val_path = data_dir / "train.jsonl", data_dir / "val.jsonl"
+    if not train_path.is_file():
+        raise ConfigError(
+            f"data_dir: {train_path} not found (the instruction JSONL; `purrsight data demo "
+            f"--out {data_dir}` writes a demo set)"
+        )
+    return RunPlan(
+        llm_folder, aligner_path, resume_path, train_path, val_path if val_path.is_file() else None
+    )
+
+
+def aligner_for(config: Config, config_path: str | None, resume_path: Path | None) -> Path:
+    """The aligner to use: the glob's newest match, or, when resuming, the one the
+    checkpoint was trained with (the glob may now find a newer Phase 1 run)."""
+    if resume_path is None:
+        path = resolve_aligner(config.phase1_checkpoint_path, config_path)
+        log.info("Phase 1 aligner: %s", path)
+        return path
+    meta = read_checkpoint(resume_path)["hyper_parameters"]
+    check_same_model(config, meta["config"], resume_path)
+    recorded = Path(meta["aligner"]["path"])
+    if not recorded.is_file() or file_sha256(recorded) != meta["aligner"]["sha256"]:
+        raise ConfigError(
+            f"--resume {resume_path}: it was trained with the aligner {recorded} "
+            f"(sha256 {meta['aligner']['sha256'][:12]}…), which is gone or changed; "
+            "resume needs that aligner"
+        )
+    log.info("Phase 1 aligner (from the checkpoint): %s", recorded)
+    return recorded
+
+
+def check_same_model(config: Config, saved: dict[str, Any], resume_path: Path) -> None:
+    now = config.model_dump()
+    for key in MODEL_KEYS:
+        if saved.get(key) != now[key]:
+            raise ConfigError(
+                f"--resume {resume_path}: {key} was {saved.get(key)!r} when it was trained, "
+                f"the config now says {now[key]!r}"
+            )
+    changed = sorted(k for k in now if k not in MODEL_KEYS and saved.get(k) != now[k])
+    if changed:
+        log.warning("resuming with changed config keys: %s", ", ".join(changed))
+
+
+# ----------------------------------------------------------------------------- features
+
+
+def load_encoders(config: Config, aligner_info: dict[str, Any], modalities: Sequence[str]):
+    """The config's frozen encoders for ``modalities``, checked against the identities the
+    aligner was trained on (another encoder would feed the heads meaningless features)."""
+    from purrsight.models.encoders import build_encoder
+
+    trained_with = aligner_info.get("encoders", {})
+    encoders = {}
+    for modality in modalities:
+        encoder = build_encoder(modality, getattr(config.encoders, modality))
+        if trained_with.get(modality) != encoder.identity:
+            raise ConfigError(
+                f"encoders.{modality}: the config's encoder ({encoder.identity}) is not the one "
+                f"the aligner was trained with ({trained_with.get(modality)}); use the Phase 1 "
+                "run's encoders (its config.yaml) or train Phase 1 again"
+            )
+        encoders[modality] = encoder
+    return encoders
+
+
+def aligned_splits(config: Config, plan: RunPlan):
+    """Read the splits and run them once through the frozen encoders + aligner heads.
+    Returns (train samples, train features, val samples, val features, modalities, info)."""
+    from purrsight.models.aligner import load_aligner
+    from purrsight.train.phase2_data import encode_aligned, used_modalities
+
+    train = read_manifest(plan.train_path, config.labels)
+    val = read_manifest(plan.val_path, config.labels) if plan.val_path else []
+    modalities = used_modalities([train, val])
+    aligner, info = load_aligner(plan.aligner_path)
+    missing = [m for m in modalities if m not in aligner.heads]
+    if missing:
+        raise ConfigError(f"phase1_checkpoint_path: {plan.aligner_path} has no head for {missing}")
+    encoders = load_encoders(config, info, modalities)
+    batch = config.phase1.encode_batch_size
+    train_feats = encode_aligned(train, encoders, aligner, config.media, batch, "train")
+    val_feats = encode_aligned(val, encoders, aligner, config.media, batch, "val") if val else None
+    del encoders  # frozen and no longer needed: give their memory to the LLM
+    gc.collect()
+    info = {**info, "embed_dim": aligner.embed_dim}
+    return train, train_feats, val, val_feats, modalities, info
