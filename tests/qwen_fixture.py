@@ -287,6 +287,17 @@ def byte_tokenizer():
 # Larger than the usual 0.02: with a frozen random output layer that small, logits are all
 # but uniform and no LoRA update can move the loss; at 0.3 ten AdamW steps fit a batch.
 INIT_RANGE = 0.3
+# The shape both tiny decoders share: 2 layers, hidden 32, 4 query / 2 KV heads.
+TINY_DECODER = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 512,
+    "initializer_range": INIT_RANGE,
+    "attn_implementation": "eager",
+}
 
 
 def tiny_qwen(vocab_size: int, seed: int = 0):
@@ -296,15 +307,8 @@ def tiny_qwen(vocab_size: int, seed: int = 0):
     torch.manual_seed(seed)
     config = Qwen2Config(
         vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
         tie_word_embeddings=False,
-        initializer_range=INIT_RANGE,
-        attn_implementation="eager",
+        **TINY_DECODER,
     )
     return Qwen2ForCausalLM(config).eval()
 
@@ -316,14 +320,7 @@ def tiny_llama(vocab_size: int, seed: int = 0):
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
         tie_word_embeddings=True,
-        initializer_range=INIT_RANGE,
-        attn_implementation="eager",
+        **TINY_DECODER,
     )
     return LlamaForCausalLM(config).eval()
