@@ -11,7 +11,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: env demo test test-fast lint format clean
+.PHONY: env browser demo test test-fast lint format clean
 
 env: $(STAMP)
 
@@ -30,7 +30,14 @@ $(STAMP): pyproject.toml requirements/base.txt requirements/dev.txt requirements
 demo: env
 	$(BIN)/purrsight demo --config config/demo.yaml
 
-test: env
+# Debian's chromium for the end-to-end browser test (needs root and the Debian registry;
+# elsewhere the browser test is skipped with a message saying how to get it).
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || echo "chromium not installed: the browser test will be skipped"; }
+
+test: env browser
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -m "integration or not integration"
 
 test-fast: env
