@@ -79,6 +79,19 @@ def cmd_train_phase2(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    from purrsight.validate import quiet_logs, validate_main
+
+    quiet_logs(args.verbose)
+    return validate_main(
+        args.config,
+        args.overrides,
+        quick=args.quick,
+        verbose=args.verbose,
+        as_json_output=args.json,
+    )
+
+
 def cmd_config_show(args: argparse.Namespace) -> int:
     import yaml
 
@@ -128,6 +141,13 @@ def _add_phase2_args(parser: argparse.ArgumentParser, default_config: str = DEFA
     )
 
 
+def _add_validate_args(parser: argparse.ArgumentParser, default_config: str) -> None:
+    _add_config_args(parser, default_config)
+    parser.add_argument("--quick", action="store_true", help="only the guide's quick set")
+    parser.add_argument("--verbose", action="store_true", help="details and logs of each check")
+    parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="purrsight", description="Read a cat's emotional state from what it sees and hears."
@@ -162,6 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
     p2 = train.add_parser("phase2", help="projectors + LoRA on the LLM (the guide's Phase 2)")
     _add_phase2_args(p2)
     p2.set_defaults(func=cmd_train_phase2)
+
+    val = commands.add_parser("validate", help="the guide's 9 pre-flight checks of Phase 2")
+    _add_validate_args(val, DEFAULT_CONFIG)
+    val.set_defaults(func=cmd_validate)
 
     cfg = commands.add_parser("config", help="configuration").add_subparsers(
         dest="config_command", required=True, metavar="CONFIG_COMMAND"
@@ -227,6 +251,19 @@ def train_phase2_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _setup_logging()
     return run_guarded(cmd_train_phase2, args)
+
+
+def validate_phase2_main(argv: list[str] | None = None) -> int:
+    """``python validate_phase2.py …``: ``purrsight validate`` with the guide's default
+    config/train_config.yaml."""
+    parser = argparse.ArgumentParser(
+        prog="validate_phase2.py", description="Phase 2 pre-flight checks (= purrsight validate)."
+    )
+    _add_validate_args(parser, "config/train_config.yaml")
+    parser.set_defaults(debug=False)
+    args = parser.parse_args(argv)
+    _setup_logging()
+    return run_guarded(cmd_validate, args)
 
 
 def main(argv: list[str] | None = None) -> int:
