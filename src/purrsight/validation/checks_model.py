@@ -140,8 +140,9 @@ def check_checkpoint_saving(ctx: ValidationContext) -> str:
         size = path.stat().st_size
         loaded = read_checkpoint(path)
     finally:
-        path.unlink(missing_ok=True)
-        _remove_empty(folder, made)
+        if folder.is_dir():
+            path.unlink(missing_ok=True)
+            _remove_empty(folder, made)
     fresh, _ = build_model(ctx, ctx.aligner.embed_dim)
     initial = fresh.trainable_state_dict()
     if all(torch.equal(initial[k], v) for k, v in model.trainable_state_dict().items()):
