@@ -111,13 +111,14 @@ def setup(tmp_path_factory, tiny_encoder_dirs):
 
 
 def _migrated_store(folder: Path) -> None:
-    """An MLflow SQLite store made once (its migrations take seconds), as a real
-    outputs/mlruns would be; validation tests a copy of it."""
+    """An MLflow SQLite store made once (its migrations take seconds) holding the config's
+    experiment, as a real outputs/mlruns would; validation tests a copy of it."""
     from mlflow.tracking import MlflowClient
 
     from purrsight.train.tracking import resolve_tracking
 
-    MlflowClient(tracking_uri=resolve_tracking(str(folder))[0]).search_experiments()
+    client = MlflowClient(tracking_uri=resolve_tracking(str(folder))[0])
+    client.create_experiment("validate-test", (folder / "artifacts").as_uri())
 
 
 def _validate(setup, tmp_path: Path, *extra: str, hooks: Hooks | None = None, quick=False):
@@ -182,7 +183,9 @@ def test_all_nine_pass_and_json_has_nine_entries(setup, tmp_path, capsys, monkey
     from purrsight.train.tracking import resolve_tracking
 
     client = MlflowClient(tracking_uri=resolve_tracking(str(root / "mlruns"))[0])
-    assert client.get_experiment_by_name("validate-test") is None
+    assert {e.name for e in client.search_experiments()} == {"validate-test", "Default"}
+    assert not client.search_runs([client.get_experiment_by_name("validate-test").experiment_id])
+    assert not (root / "mlruns" / "artifacts").exists()
 
 
 def test_quick_runs_the_guides_quick_set(setup, tmp_path) -> None:

@@ -65,22 +65,25 @@ def check_mlflow_logging(ctx: ValidationContext) -> str:
     if not store.startswith(ctx.workdir.as_posix()):
         client.delete_run(run_id)  # a server: leave no validation run behind
     else:
-        ctx.mlflow_store = store
+        ctx.mlflow_store, ctx.mlflow_experiment = store, experiment
     return f"{len(params)} params, {len(series)} metric values, 1 artifact read back ({uri.split(':')[0]})"
 
 
 def _validation_store(ctx: ValidationContext, tracking: str) -> tuple[str, str]:
-    """(store, experiment) to validate on: a temporary copy of a folder or SQLite store
-    (the copy keeps any corruption of the real one), or a server with a separate
-    ``<experiment>-validation`` experiment."""
-    experiment = ctx.config.mlflow.experiment_name
-    target = ctx.workdir / "mlruns"
+    """(store, experiment) to validate on. A folder or SQLite store: a temporary copy of
+    its database (keeping any corruption of the real one) with the experiment
+    ``<experiment>-validation``, whose artifacts go to the temporary folder (the real
+    experiment's artifact location is the user's). Another URI (a server): itself."""
+    from purrsight.train.tracking import _URI_SCHEMES  # what resolve_tracking treats as a URI
+
+    experiment = f"{ctx.config.mlflow.experiment_name}-validation"
     if tracking.startswith("sqlite:///"):
         db = Path(tracking.removeprefix("sqlite:///"))
-    elif "://" in tracking or tracking.startswith(("http:", "https:", "databricks")):
-        return tracking, f"{experiment}-validation"
+    elif tracking.startswith(_URI_SCHEMES):
+        return tracking, experiment
     else:
         db = Path(tracking) / "mlflow.db"
+    target = ctx.workdir / "mlruns"
     target.mkdir(parents=True, exist_ok=True)
     if db.is_file():
         shutil.copyfile(db, target / "mlflow.db")

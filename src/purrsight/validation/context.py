@@ -71,6 +71,7 @@ class ValidationContext:
     # check 8
     mlflow_store: str | None = None
     """The temporary tracking store check 8 wrote to (created and migrated already)."""
+    mlflow_experiment: str | None = None
     # verbose output: extra lines per check
     notes: list[str] = field(default_factory=list)
 
