@@ -185,7 +185,7 @@ def test_all_nine_pass_and_json_has_nine_entries(setup, tmp_path, capsys, monkey
     client = MlflowClient(tracking_uri=resolve_tracking(str(root / "mlruns"))[0])
     assert {e.name for e in client.search_experiments()} == {"validate-test", "Default"}
     assert not client.search_runs([client.get_experiment_by_name("validate-test").experiment_id])
-    assert not (root / "mlruns" / "artifacts").exists()
+    assert not [p for p in (root / "mlruns").rglob("*") if p.is_file() and p.name != "mlflow.db"]
 
 
 def test_quick_runs_the_guides_quick_set(setup, tmp_path) -> None:

@@ -153,6 +153,7 @@ def _short_config(ctx: ValidationContext, data: Path, size: int, epochs: int):
     mlflow = config.mlflow.model_copy(
         update={
             "tracking_uri": store or config.mlflow.tracking_uri,
+            "experiment_name": ctx.mlflow_experiment or config.mlflow.experiment_name,
             "enabled": config.mlflow.enabled and bool(store),
         }
     )
