@@ -66,7 +66,8 @@ def check_mlflow_logging(ctx: ValidationContext) -> str:
         client.delete_run(run_id)  # a server: leave no validation run behind
     else:
         ctx.mlflow_store, ctx.mlflow_experiment = store, experiment
-    return f"{len(params)} params, {len(series)} metric values, 1 artifact read back ({uri.split(':')[0]})"
+    kind = uri.split(":")[0]
+    return f"{len(params)} params, {len(series)} metric values, 1 artifact read back ({kind})"
 
 
 def _validation_store(ctx: ValidationContext, tracking: str) -> tuple[str, str]:
