@@ -51,6 +51,15 @@ def cmd_data_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from purrsight.data.check import check_dataset
+
+    config = _load(args)
+    report = check_dataset(args.paths, config.media, config.labels)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())
+    return 0 if report.errors == 0 else 1
+
+
 def cmd_train_phase1(args: argparse.Namespace) -> int:
     config = _load(args)  # refuse a bad config before the slow imports
     from purrsight.train.phase1 import run_phase1
@@ -152,6 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--n", type=int, default=420, help="number of samples (default: 420)")
     gen.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     gen.set_defaults(func=cmd_data_demo)
+    check = data.add_parser(
+        "check", help="report every problem of a data set with its line (exit 1 on errors)"
+    )
+    check.add_argument("paths", nargs="+", help="JSONL files, or folders of train/val/test.jsonl")
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
+    _add_config_args(check, default=None)  # labels and media limits; None: the defaults
+    check.set_defaults(func=cmd_data_check)
 
     train = commands.add_parser("train", help="training").add_subparsers(
         dest="train_command", required=True, metavar="PHASE"

@@ -23,7 +23,9 @@ class ConfigError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: no key means anything at inf or nan, and an inf limit would
+    # overflow where it is used (e.g. seconds × sample rate) instead of failing here.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 ImageEncoderType = Literal["efficientnet_lite0", "hf"]
@@ -73,6 +75,7 @@ class MediaConfig(_Strict):
 
     max_image_pixels: int = Field(default=40_000_000, gt=0)
     max_audio_seconds: float = Field(default=30.0, gt=0)
+    max_video_seconds: float = Field(default=30.0, gt=0)
     max_file_bytes: int = Field(default=100 * 1024 * 1024, gt=0)
 
 

@@ -39,6 +39,7 @@ from torch import nn
 from purrsight.config import EncoderConfig
 from purrsight.models.audio_features import SAMPLE_RATE as AISFX_SAMPLE_RATE
 from purrsight.models.audio_features import AisfxFrontEnd
+from purrsight.models.weights import load_weights
 
 MODALITIES = ("image", "audio", "text")
 ENCODER_TYPES: dict[str, tuple[str, ...]] = {
@@ -141,7 +142,7 @@ class EfficientNetLite0Encoder(FrozenEncoder):
         # from_name builds the architecture only; loading ourselves (instead of
         # from_pretrained) lets us use weights_only=True and report key mismatches clearly.
         self.model = EfficientNet.from_name("efficientnet-lite0")
-        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+        state = load_weights(weights_path, f"{key}.path weights file")
         _load_state_strict(self.model, state, f"{key}.path", weights_path)
         self.identity = identity
         self.freeze()
@@ -192,8 +193,7 @@ def load_aisfx_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     """aiSFX ``checkpoint.pth`` (a pickle ``(state_dict, ds_dict)``, or a bare state dict) →
     the ``EmbeddingNet`` weights with the ``embedding_net.`` prefix removed. The per-dataset
     classifier heads (``fc.*``) are dropped: only the 512-d embedding is used."""
-    with torch.serialization.safe_globals(_numpy_pickle_globals()):
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    loaded = load_weights(path, "aiSFX checkpoint", safe_globals=_numpy_pickle_globals())
     state = loaded[0] if isinstance(loaded, tuple | list) else loaded
     prefix = "embedding_net."
     return {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
