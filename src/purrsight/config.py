@@ -261,6 +261,8 @@ def _describe(err: ValidationError, raw: dict[str, Any]) -> str:
         allowed = ", ".join(_allowed_keys(loc[:-1]))
         return f"unknown key '{key}'; allowed here: {allowed}"
     message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "finite_number":  # the same words as the validators' own check
+        message = "must be a finite number"
     got = first.get("input")
     shown = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
     return f"{key}: {message}{shown}"
