@@ -34,7 +34,7 @@ def write_video(path: Path, frames: int = 10, size: tuple[int, int] = (32, 24), 
         stream = container.add_stream("mpeg4", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for i in range(frames):
-            pixels = np.full((height, width, 3), 20 * i % 256, np.uint8)
+            pixels = np.full((height, width, 3), 255 * i // max(frames - 1, 1), np.uint8)
             for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
