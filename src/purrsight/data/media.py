@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 import warnings
 from fractions import Fraction
 from pathlib import Path
@@ -66,13 +67,19 @@ def _check_file(path: Path, allowed: frozenset[str], kind: str, max_bytes: int) 
             f"not a supported {kind} type (allowed: {', '.join(sorted(allowed))})",
             "unsupported_type",
         )
-    if not path.exists():
-        raise MediaError(path, "file not found", "missing_media")
-    if not path.is_file():
+    try:
+        info = path.stat()  # follows symlinks: a dangling link is "not found"
+    except (FileNotFoundError, NotADirectoryError):
+        raise MediaError(path, "file not found", "missing_media") from None
+    except OSError as err:  # a name too long, a loop, a component that is a file
+        raise MediaError(
+            path, f"cannot access the file ({err.strerror})", "unreadable_media"
+        ) from None
+    if not stat.S_ISREG(info.st_mode):
         raise MediaError(path, "not a regular file", "unreadable_media")
     if not os.access(path, os.R_OK):
         raise MediaError(path, "file is not readable (permission denied)", "unreadable_media")
-    size = path.stat().st_size
+    size = info.st_size
     if size == 0:
         raise MediaError(path, "file is empty", "empty_media")
     if size > max_bytes:
@@ -179,6 +186,8 @@ def load_video(
             if not container.streams.video:
                 raise MediaError(path, "no video stream in the file")
             stream = container.streams.video[0]
+            if stream.codec_context is None:  # a stream FFmpeg has no decoder for
+                raise MediaError(path, "no decoder for the video stream")
             _check_video_size(
                 path, stream.codec_context.width, stream.codec_context.height, max_pixels
             )
