@@ -193,3 +193,10 @@ def test_media_error_survives_pickling() -> None:
 
     err = pickle.loads(pickle.dumps(MediaError("a.png", "file is empty", "empty_media")))
     assert (str(err), err.kind) == ("a.png: file is empty", "empty_media")
+
+
+def test_an_audio_header_claiming_an_implausible_rate_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "fast.wav"
+    sf.write(path, np.zeros(100, np.float32), 1_000_000)  # a rate no microphone records at
+    with pytest.raises(MediaError, match=r"implausible sample rate \(1000000 Hz\)"):
+        load_audio(path, None)
