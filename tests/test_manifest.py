@@ -53,6 +53,7 @@ def test_plain_text_response_is_its_own_caption(tmp_path: Path) -> None:
     [
         ("{not json", "malformed JSON"),
         ("[1, 2]", "expected a JSON object"),
+        ("[" * 100_000 + "]" * 100_000, "malformed JSON (nested too deeply)"),
         ({"id": "x", "response": "r"}, "at least one of image, audio, video"),
         ({"id": "x", "image": "a.png"}, "response: Field required"),
         ({"id": "x", "image": "/etc/passwd", "response": "r"}, "absolute path"),
