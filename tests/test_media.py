@@ -200,3 +200,15 @@ def test_an_audio_header_claiming_an_implausible_rate_is_refused(tmp_path: Path)
     sf.write(path, np.zeros(100, np.float32), 1_000_000)  # a rate no microphone records at
     with pytest.raises(MediaError, match=r"implausible sample rate \(1000000 Hz\)"):
         load_audio(path, None)
+
+
+def test_a_script_renamed_to_mp4_is_not_followed(tmp_path: Path) -> None:
+    """FFmpeg guesses the demuxer from the bytes: an ffconcat script named .mp4 would be
+    followed to the file it names (measured: 3 frames decoded from inner.mp4). The demuxer
+    is fixed by the extension, so the script is refused as not an MP4."""
+    write_video(tmp_path / "inner.mp4", frames=3)
+    script = tmp_path / "clip.mp4"
+    script.write_text("ffconcat version 1.0\nfile inner.mp4\n")
+    with pytest.raises(MediaError, match="not decodable video") as err:
+        load_video(script)
+    assert err.value.kind == "undecodable_media"

@@ -25,7 +25,17 @@ from purrsight.config import MediaConfig
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".mp3"})
-VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi"})
+# The FFmpeg demuxer each video extension is opened with. Naming it (instead of letting
+# FFmpeg guess from the bytes) keeps a playlist or concat script renamed to .mp4 from
+# being followed to other files or URLs.
+VIDEO_DEMUXERS = {
+    ".mp4": "mov",
+    ".mov": "mov",
+    ".mkv": "matroska",
+    ".webm": "matroska",
+    ".avi": "avi",
+}
+VIDEO_EXTENSIONS = frozenset(VIDEO_DEMUXERS)
 
 DEFAULT_MAX_PIXELS = 40_000_000
 DEFAULT_MAX_SECONDS = 30.0
@@ -182,7 +192,13 @@ def load_video(
     import av  # ~0.1 s; only video needs it
 
     try:
-        with av.open(str(path), mode="r", metadata_errors="ignore") as container:
+        with av.open(
+            str(path),
+            mode="r",
+            format=VIDEO_DEMUXERS[path.suffix.lower()],
+            options={"protocol_whitelist": "file"},
+            metadata_errors="ignore",
+        ) as container:
             if not container.streams.video:
                 raise MediaError(path, "no video stream in the file")
             stream = container.streams.video[0]
