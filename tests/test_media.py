@@ -212,3 +212,14 @@ def test_a_script_renamed_to_mp4_is_not_followed(tmp_path: Path) -> None:
     with pytest.raises(MediaError, match="not decodable video") as err:
         load_video(script)
     assert err.value.kind == "undecodable_media"
+
+
+def test_only_the_four_image_decoders_are_used(tmp_path: Path) -> None:
+    """A GIF (any other format alike) named .png is refused, not decoded; a JPEG named
+    .png is fine (mislabelled files are common)."""
+    gif, jpeg = tmp_path / "a.png", tmp_path / "b.png"
+    Image.new("RGB", (8, 8)).save(gif, format="GIF")
+    Image.new("RGB", (8, 8)).save(jpeg, format="JPEG")
+    with pytest.raises(MediaError, match="not a decodable image"):
+        load_image(gif)
+    assert load_image(jpeg).size == (8, 8)

@@ -24,6 +24,10 @@ from scipy.signal import resample_poly
 from purrsight.config import MediaConfig
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
+# The only Pillow decoders ever used, whatever the bytes claim: a file named .png that is
+# really EPS (Ghostscript), PSD, TIFF, … is refused instead of reaching a rarer decoder.
+# Any of the four for any image extension: mislabelled JPEG/PNG files are common.
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP")
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".mp3"})
 # The FFmpeg demuxer each video extension is opened with. Naming it (instead of letting
 # FFmpeg guess from the bytes) keeps a playlist or concat script renamed to .mp4 from
@@ -111,7 +115,7 @@ def load_image(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(path, formats=IMAGE_FORMATS) as img:
                 width, height = img.size
                 if width * height > max_pixels:
                     raise MediaError(
