@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from dataset_fixtures import make_catmeows, make_catsound, write_png, write_wav
 
+from dataset_fixtures import make_catmeows, make_catsound, write_png, write_wav
 from purrsight.cli import main
 from purrsight.data.importers import DataImportError, import_dataset
 from purrsight.data.importers.catmeows import parse_name

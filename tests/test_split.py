@@ -7,10 +7,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from dataset_fixtures import make_catmeows
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dataset_fixtures import make_catmeows
 from purrsight.cli import main
 from purrsight.data.importers import import_dataset
 from purrsight.data.manifest import ManifestError, read_manifest
@@ -116,7 +116,10 @@ def test_cli_split_writes_splits_and_a_leakage_report(imported, capsys) -> None:
 def test_split_by_a_meta_key_and_into_a_folder_above(imported, tmp_path) -> None:
     report = split_file(imported, "meta.owner", (0.5, 0.5), 0, out=tmp_path)
     assert report["groups_in_several_splits"] == []
-    owners = [{s["meta"]["owner"] for s in map(json.loads, open(tmp_path / f"{n}.jsonl"))} for n in ("train", "val")]
+    owners = [
+        {json.loads(line)["meta"]["owner"] for line in (tmp_path / f"{n}.jsonl").open()}
+        for n in ("train", "val")
+    ]
     assert not owners[0] & owners[1]
     train = read_manifest(tmp_path / "train.jsonl")  # paths rebased: imported/media/...
     assert all(s.audio.is_file() for s in train)
