@@ -56,9 +56,10 @@ def _encode_everything(
 ) -> tuple[FeatureTable, FeatureTable, torch.Tensor, dict[str, str], dict[str, int]]:
     """One pass through the frozen encoders: train and val features, label-description
     text features [k, d_text], encoder identities and feature sizes."""
-    encoders = {
-        m: build_encoder(m, getattr(config.encoders, m)) for m in ("image", "audio", "text")
-    }
+    # Only the perceptual modalities the training data has: a head trained on no samples
+    # would be saved as if it were aligned (audio-only or image-only data sets).
+    present = [m for m in ("image", "audio") if any(getattr(s, m) for s in train)]
+    encoders = {m: build_encoder(m, getattr(config.encoders, m)) for m in (*present, "text")}
     batch = config.phase1.encode_batch_size
     train_table = encode_samples(train, encoders, config.media, batch, desc="train")
     val_table = encode_samples(val, encoders, config.media, batch, desc="val")
