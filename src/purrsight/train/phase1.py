@@ -56,6 +56,8 @@ def _encode_everything(
 ) -> tuple[FeatureTable, FeatureTable, torch.Tensor, dict[str, str], dict[str, int]]:
     """One pass through the frozen encoders: train and val features, label-description
     text features [k, d_text], encoder identities and feature sizes."""
+    if config.feature_cache:
+        return _encode_with_cache(config, train, val)
     encoders = {
         m: build_encoder(m, getattr(config.encoders, m)) for m in ("image", "audio", "text")
     }
@@ -67,6 +69,35 @@ def _encode_everything(
     identities = {m: e.identity for m, e in encoders.items()}
     dims = {m: e.dim for m, e in encoders.items()}
     return train_table, val_table, label_feats, identities, dims
+
+
+def _encode_with_cache(
+    config: Config, train: list[Sample], val: list[Sample]
+) -> tuple[FeatureTable, FeatureTable, torch.Tensor, dict[str, str], dict[str, int]]:
+    """:func:`_encode_everything` through the feature cache: an encoder is loaded only
+    for the features the cache lacks."""
+    from purrsight.data.feature_cache import (
+        FeatureCache,
+        LazyEncoders,
+        encoder_table,
+        text_features,
+    )
+
+    cache = FeatureCache(Path(config.feature_cache_dir))
+    encoders = LazyEncoders(config.encoders, ("image", "audio", "text"))
+    batch = config.phase1.encode_batch_size
+    train_table = encoder_table(train, encoders, config.media, batch, cache, desc="train")
+    val_table = encoder_table(val, encoders, config.media, batch, cache, desc="val")
+    descriptions = [label_description(lb) for lb in config.labels]
+    label_feats = text_features(descriptions, encoders, config.media, cache)
+    log.info(
+        "feature cache %s: %s; encoders loaded: %s",
+        cache.root,
+        cache.stats["encoder"].as_dict(),
+        ", ".join(encoders.built) or "none",
+    )
+    dims = {m: int(f.shape[1]) for m, f in train_table.features.items()}
+    return train_table, val_table, label_feats, dict(encoders.identities), dims
 
 
 def _quiet_transformers() -> None:
