@@ -129,6 +129,9 @@ def run_phase1(config: Config, config_path: str | None = None) -> Phase1Result:
     encode_seconds = time.perf_counter() - t0
     log.info("Encoded %d samples once in %.1f s", len(train) + len(val), encode_seconds)
 
+    # Re-seeded so the heads' initialisation does not depend on whether the encoders were
+    # loaded (building one draws random numbers) or all features came from the cache.
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
     aligner = Aligner(
         dims, cfg.embed_dim, cfg.head_hidden_dim, cfg.head_dropout, cfg.temperature_init
     )
