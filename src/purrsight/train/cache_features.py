@@ -65,13 +65,14 @@ def fill_feature_cache(config: Config, config_path: str | None = None) -> dict[s
         "phase1_samples": {n: len(s) for n, s in phase1},
     }
     report.update(_fill_aligned(config, config_path, cache, lazy))
-    entries, size = cache.size()
+    entries, size, allocated = cache.size()
     report.update(
         {
             "encoder": cache.stats["encoder"].as_dict(),
             "aligned": cache.stats["aligned"].as_dict(),
             "entries": entries,
             "size_mb": round(size / 2**20, 2),
+            "disk_mb": round(allocated / 2**20, 2),
             "encoders_loaded": lazy.built,
             "seconds": round(time.perf_counter() - started, 1),
         }
