@@ -153,12 +153,6 @@ class CacheStats:
     corrupt: int = 0
     bytes_written: int = 0
 
-    def add(self, other: CacheStats) -> None:
-        self.hits += other.hits
-        self.computed += other.computed
-        self.corrupt += other.corrupt
-        self.bytes_written += other.bytes_written
-
     def as_dict(self) -> dict[str, int]:
         return {
             "hits": self.hits,
