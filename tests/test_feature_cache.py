@@ -7,6 +7,7 @@ Tiny random encoders (conftest), 14 generated demo samples, a random aligner.
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -160,10 +161,10 @@ def test_changed_media_bytes_give_a_new_key_and_a_fresh_feature(
     cache = FeatureCache(tmp_path / "cache")
     encoder_table(samples, LazyEncoders(encoder_cfgs, ("image",)), MEDIA, BATCH, cache)
     target = next(s for s in samples if s.image is not None)
-    old_key = content_key(target, "image")
+    old_key = content_key(target, "image", MEDIA)
     image = Image.open(target.image).convert("RGB")
     Image.new("RGB", image.size, (250, 10, 10)).save(target.image)  # same name, new bytes
-    assert content_key(target, "image") != old_key
+    assert content_key(target, "image", MEDIA) != old_key
 
     cache = FeatureCache(tmp_path / "cache")
     table = encoder_table(samples, LazyEncoders(encoder_cfgs, ("image",)), MEDIA, BATCH, cache)
@@ -244,7 +245,7 @@ def test_corrupt_entries_are_detected_and_recomputed(
     cache = FeatureCache(tmp_path / "cache")
     encoder_table(samples, LazyEncoders(encoder_cfgs, ("image",)), MEDIA, BATCH, cache)
     ns = namespace("encoder", "image", built["image"].identity, MEDIA)
-    paths = [cache.path(ns, content_key(s, "image")) for s in samples]
+    paths = [cache.path(ns, content_key(s, "image", MEDIA)) for s in samples]
 
     data = paths[0].read_bytes()
     paths[0].write_bytes(data[: len(data) - 7])  # truncated
@@ -274,11 +275,15 @@ def test_a_missing_media_file_is_one_named_error(tmp_path, data_dir, encoder_cfg
     copy = tmp_path / "data"
     shutil.copytree(data_dir, copy)
     samples = [s for s in _samples(copy) if s.image is not None][:2]
+    cache = FeatureCache(tmp_path / "cache")
+    encoder_table(samples, LazyEncoders(encoder_cfgs, ("image",)), MEDIA, BATCH, cache)
     samples[1].image.unlink()
     with pytest.raises(MediaError, match=r"file not found \(sample .* at .*all.jsonl:\d+\)"):
-        encoder_table(
-            samples, LazyEncoders(encoder_cfgs, ("image",)), MEDIA, BATCH, FeatureCache(tmp_path)
-        )
+        encoder_table(samples, LazyEncoders(encoder_cfgs, ("image",)), MEDIA, BATCH, cache)
+    # Cached bytes under a name decoding refuses are refused too, not served from the cache.
+    renamed = replace(samples[0], image=samples[0].image.rename(copy / "cat.gif"))
+    with pytest.raises(MediaError, match=r"cat.gif: not a supported image type"):
+        encoder_table([renamed], LazyEncoders(encoder_cfgs, ("image",)), MEDIA, BATCH, cache)
 
 
 # ----------------------------------------------------------------------------- config

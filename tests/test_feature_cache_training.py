@@ -157,3 +157,24 @@ def test_phase1_from_the_cache_trains_the_same_aligner_without_encoders(
             torch.testing.assert_close(state[key], plain[key], atol=1e-6, rtol=0)
     meta = json.loads((result.aligner_path.parent / "aligner.json").read_text())
     assert set(meta["encoders"]) == set(MODALITIES)
+
+
+def test_cache_features_without_an_aligner_fills_the_encoder_level(
+    phase2_setup, tmp_path, capsys
+) -> None:
+    _, overrides = phase2_setup
+    config = load_config(
+        None,
+        [
+            *overrides,
+            f"phase1_checkpoint_path={tmp_path}/none/*/aligner.pt",
+            f"feature_cache_dir={tmp_path / 'c'}",
+            "feature_cache=false",
+        ],
+    )
+    config_file = tmp_path / "c.yaml"
+    config_file.write_text(yaml.safe_dump(config.model_dump()), encoding="utf-8")
+    report = _cache_features(config_file, capsys)
+    assert report["aligner"] is None and "skipped" in report["note_aligned"]
+    assert report["encoder"]["computed"] > 0 and report["aligned"]["computed"] == 0
+    assert "training will not read the cache" in report["note"]

@@ -44,7 +44,8 @@ from safetensors.torch import save as save_safetensors
 from purrsight.config import ConfigError, EncodersConfig, MediaConfig
 from purrsight.data.features import FeatureTable, encode_samples
 from purrsight.data.manifest import Sample
-from purrsight.data.media import MediaError
+from purrsight.data.media import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, MediaError
+from purrsight.data.media import _check_file as check_media_file
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +70,17 @@ def text_key(text: str) -> str:
     return hashlib.sha256(b"text\0" + text.encode("utf-8")).hexdigest()
 
 
-def content_key(sample: Sample, modality: str) -> str | None:
+_FILE_CHECKS = {"image": (IMAGE_EXTENSIONS, "image"), "audio": (AUDIO_EXTENSIONS, "audio")}
+
+
+def content_key(sample: Sample, modality: str, media: MediaConfig) -> str | None:
     """The cache key of ``sample``'s ``modality`` input: sha256 of the media file's bytes
     (of the caption for ``text``); None when the sample lacks the modality.
 
+    The file passes the same checks as before decoding (type, existence, size), so a cache
+    hit never lets through a file that decoding would refuse.
     Raises:
-        MediaError: the file cannot be read (named with the sample's ``file:line``).
+        MediaError: naming the file, the reason and the sample's ``file:line``.
     """
     if modality == "text":
         return text_key(sample.text)
@@ -82,10 +88,18 @@ def content_key(sample: Sample, modality: str) -> str | None:
     if path is None:
         return None
     try:
+        if modality in _FILE_CHECKS:
+            allowed, kind = _FILE_CHECKS[modality]
+            check_media_file(path, allowed, kind, media.max_file_bytes)
         return sha256_file(path)
+    except MediaError as err:
+        raise MediaError(
+            err.path, f"{err.reason} (sample {sample.id!r} at {sample.source})"
+        ) from None
     except OSError as err:
-        reason = "file not found" if isinstance(err, FileNotFoundError) else str(err.strerror)
-        raise MediaError(path, f"{reason} (sample {sample.id!r} at {sample.source})") from None
+        raise MediaError(
+            path, f"{err.strerror} (sample {sample.id!r} at {sample.source})"
+        ) from None
 
 
 def tensor_digest(tensors: Mapping[str, torch.Tensor]) -> str:
@@ -381,7 +395,7 @@ def encoder_features(
     ``keys``: the samples' content keys when the caller has them already."""
     ns = namespace("encoder", modality, encoders.identities[modality], media)
     if keys is None:
-        keys = [content_key(s, modality) for s in samples]
+        keys = [content_key(s, modality, media) for s in samples]
 
     def compute(rows: list[int]) -> torch.Tensor:
         chosen = [samples[i] for i in rows]
@@ -451,7 +465,7 @@ def aligned_features(
     ns = namespace(
         "aligned", modality, encoders.identities[modality], media, tensor_digest(head.state_dict())
     )
-    keys = [content_key(s, modality) for s in samples]
+    keys = [content_key(s, modality, media) for s in samples]
 
     def compute(rows: list[int]) -> torch.Tensor:
         chosen = [samples[i] for i in rows]
