@@ -20,6 +20,8 @@ LIBRARY_MODULES = [
     "purrsight.data.demo",
     "purrsight.data.instruction",
     "purrsight.data.features",
+    "purrsight.data.check",
+    "purrsight.models.weights",
 ]
 
 

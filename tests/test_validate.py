@@ -189,10 +189,14 @@ def test_all_nine_pass_and_json_has_nine_entries(setup, tmp_path, capsys, monkey
 
 
 def test_quick_runs_the_guides_quick_set(setup, tmp_path) -> None:
-    results = _validate(setup, tmp_path, quick=True)
+    cache = tmp_path / "cache"
+    results = _validate(
+        setup, tmp_path, "feature_cache=true", f"feature_cache_dir={cache}", quick=True
+    )
     statuses = [r.status for r in results]
     assert statuses == ["PASS"] * 5 + ["SKIP"] * 3 + ["PASS"], results
     assert all(r.detail == "not in the --quick set" for r in results[5:8])
+    assert not cache.exists()  # the short run filled a cache of its own
 
 
 # ----------------------------------------------------------------------------- one broken

@@ -1,13 +1,17 @@
 """Decoding media files into arrays, with limits, and with errors that name the file.
 
-Images decode with Pillow, audio with soundfile (libsndfile: wav, flac, ogg, mp3);
-resampling is polyphase (scipy). Every failure is a :class:`MediaError` whose message
-is ``<path>: <reason>``, never a traceback from inside a library.
+Images decode with Pillow, audio with soundfile (libsndfile: wav, flac, ogg, mp3),
+video with PyAV (FFmpeg); resampling is polyphase (scipy). Every failure is a
+:class:`MediaError` whose message is ``<path>: <reason>``, never a traceback from inside
+a library: a corrupt file can make a decoder raise almost anything, so each decode is
+wrapped as a whole.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import stat
 import warnings
 from fractions import Fraction
 from pathlib import Path
@@ -17,37 +21,83 @@ import soundfile as sf
 from PIL import Image, UnidentifiedImageError
 from scipy.signal import resample_poly
 
+from purrsight.config import MediaConfig
+
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
+# The only Pillow decoders ever used, whatever the bytes claim: a file named .png that is
+# really EPS (Ghostscript), PSD, TIFF, … is refused instead of reaching a rarer decoder.
+# Any of the four for any image extension: mislabelled JPEG/PNG files are common.
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP")
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".mp3"})
+# The FFmpeg demuxer each video extension is opened with. Naming it (instead of letting
+# FFmpeg guess from the bytes) keeps a playlist or concat script renamed to .mp4 from
+# being followed to other files or URLs.
+VIDEO_DEMUXERS = {
+    ".mp4": "mov",
+    ".mov": "mov",
+    ".mkv": "matroska",
+    ".webm": "matroska",
+    ".avi": "avi",
+}
+VIDEO_EXTENSIONS = frozenset(VIDEO_DEMUXERS)
 
 DEFAULT_MAX_PIXELS = 40_000_000
 DEFAULT_MAX_SECONDS = 30.0
 DEFAULT_MAX_BYTES = 100 * 1024 * 1024
+# A header may claim anything; these bound what a read may allocate before it is checked.
+MAX_AUDIO_RATE = 768_000
+MAX_AUDIO_CHANNELS = 64
+MAX_VIDEO_FPS = 240
+
+MEDIA_ERROR_KINDS = (
+    "missing_media",
+    "unreadable_media",
+    "unsupported_type",
+    "empty_media",
+    "too_large",
+    "too_long",
+    "undecodable_media",
+)
 
 
 class MediaError(ValueError):
-    """A media file that cannot be used, and why."""
+    """A media file that cannot be used, and why; ``kind`` is one of
+    :data:`MEDIA_ERROR_KINDS` (how ``purrsight data check`` counts it)."""
 
-    def __init__(self, path: str | Path, reason: str) -> None:
+    def __init__(self, path: str | Path, reason: str, kind: str = "undecodable_media") -> None:
         super().__init__(f"{path}: {reason}")
         self.path = str(path)
         self.reason = reason
+        self.kind = kind
+
+    def __reduce__(self):  # DataLoader workers pickle errors back to the main process
+        return (type(self), (self.path, self.reason, self.kind))
 
 
 def _check_file(path: Path, allowed: frozenset[str], kind: str, max_bytes: int) -> None:
     if path.suffix.lower() not in allowed:
         raise MediaError(
-            path, f"not a supported {kind} type (allowed: {', '.join(sorted(allowed))})"
+            path,
+            f"not a supported {kind} type (allowed: {', '.join(sorted(allowed))})",
+            "unsupported_type",
         )
-    if not path.exists():
-        raise MediaError(path, "file not found")
-    if not path.is_file():
-        raise MediaError(path, "not a regular file")
-    size = path.stat().st_size
+    try:
+        info = path.stat()  # follows symlinks: a dangling link is "not found"
+    except (FileNotFoundError, NotADirectoryError):
+        raise MediaError(path, "file not found", "missing_media") from None
+    except OSError as err:  # a name too long, a loop, a component that is a file
+        raise MediaError(
+            path, f"cannot access the file ({err.strerror})", "unreadable_media"
+        ) from None
+    if not stat.S_ISREG(info.st_mode):
+        raise MediaError(path, "not a regular file", "unreadable_media")
+    if not os.access(path, os.R_OK):
+        raise MediaError(path, "file is not readable (permission denied)", "unreadable_media")
+    size = info.st_size
     if size == 0:
-        raise MediaError(path, "file is empty")
+        raise MediaError(path, "file is empty", "empty_media")
     if size > max_bytes:
-        raise MediaError(path, f"file is {size} bytes, over the limit of {max_bytes}")
+        raise MediaError(path, f"file is {size} bytes, over the limit of {max_bytes}", "too_large")
 
 
 def load_image(
@@ -65,28 +115,30 @@ def load_image(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(path, formats=IMAGE_FORMATS) as img:
                 width, height = img.size
                 if width * height > max_pixels:
                     raise MediaError(
-                        path, f"image is {width}x{height} pixels, over the limit of {max_pixels}"
+                        path,
+                        f"image is {width}x{height} pixels, over the limit of {max_pixels}",
+                        "too_large",
                     )
                 return img.convert("RGB")
     except MediaError:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise MediaError(path, "not a decodable image (corrupt or unknown format)") from None
-    except (OSError, SyntaxError, ValueError) as err:
-        raise MediaError(path, f"corrupt image: {err}") from None
+    except Exception as err:  # noqa: BLE001 - a corrupt file makes Pillow raise many types
+        raise MediaError(path, f"corrupt image: {_one_line(err)}") from None
 
 
 def load_audio(
     path: str | Path,
-    sample_rate: int,
+    sample_rate: int | None,
     max_seconds: float = DEFAULT_MAX_SECONDS,
     max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> np.ndarray:
-    """Decode an audio file to mono float32 at ``sample_rate``.
+    """Decode an audio file to mono float32 at ``sample_rate`` (None: the file's own rate).
 
     Returns:
         ``[n]`` float32 samples. The duration is checked from the header before the
@@ -97,28 +149,153 @@ def load_audio(
     try:
         with sf.SoundFile(str(path)) as f:
             frames, rate = f.frames, f.samplerate
-            if rate <= 0:
-                raise MediaError(path, "audio header has no sample rate")
+            if rate <= 0 or rate > MAX_AUDIO_RATE:
+                raise MediaError(path, f"audio header has an implausible sample rate ({rate} Hz)")
+            if not 0 < f.channels <= MAX_AUDIO_CHANNELS:
+                raise MediaError(path, f"audio header has {f.channels} channels")
             # Some containers (ogg, mp3) cannot report a frame count up front; then
             # read at most the allowed duration plus one sample and check after.
             limit = int(math.ceil(max_seconds * rate)) + 1
             if frames > 0 and frames / rate > max_seconds:
                 raise MediaError(
-                    path, f"audio is {frames / rate:.1f} s long, over the limit of {max_seconds} s"
+                    path,
+                    f"audio is {frames / rate:.1f} s long, over the limit of {max_seconds} s",
+                    "too_long",
                 )
             data = f.read(frames=limit, dtype="float32", always_2d=True)
     except MediaError:
         raise
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
-        raise MediaError(path, f"not decodable audio ({err})") from None
+    except Exception as err:  # noqa: BLE001 - libsndfile reports corrupt files many ways
+        raise MediaError(path, f"not decodable audio ({_one_line(err)})") from None
     if data.shape[0] >= limit:
-        raise MediaError(path, f"audio is longer than the limit of {max_seconds} s")
+        raise MediaError(path, f"audio is longer than the limit of {max_seconds} s", "too_long")
     if data.shape[0] == 0:
-        raise MediaError(path, "audio has no samples")
+        raise MediaError(path, "audio has no samples", "empty_media")
     mono = data.mean(axis=1)
     if not np.isfinite(mono).all():
         raise MediaError(path, "audio holds non-finite samples")
-    return resample(mono, rate, sample_rate)
+    return mono if sample_rate is None else resample(mono, rate, sample_rate)
+
+
+def load_video(
+    path: str | Path,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_seconds: float = DEFAULT_MAX_SECONDS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    num_frames: int = 8,
+) -> list[Image.Image]:
+    """Decode every frame of a video's first video stream and keep ``num_frames`` RGB frames
+    spread evenly over its duration (fewer if it is shorter).
+
+    Every frame is decoded, not only the kept ones, so a corrupt frame anywhere is found.
+    Size and duration are checked from the header first, then again on each decoded frame
+    (headers lie), so an over-long stream stops decoding at the limit.
+    """
+    path = Path(path)
+    _check_file(path, VIDEO_EXTENSIONS, "video", max_bytes)
+    import av  # ~0.1 s; only video needs it
+
+    try:
+        with av.open(
+            str(path),
+            mode="r",
+            format=VIDEO_DEMUXERS[path.suffix.lower()],
+            options={"protocol_whitelist": "file"},
+            metadata_errors="ignore",
+        ) as container:
+            if not container.streams.video:
+                raise MediaError(path, "no video stream in the file")
+            stream = container.streams.video[0]
+            if stream.codec_context is None:  # a stream FFmpeg has no decoder for
+                raise MediaError(path, "no decoder for the video stream")
+            _check_video_size(
+                path, stream.codec_context.width, stream.codec_context.height, max_pixels
+            )
+            duration = _video_seconds(container, stream)
+            if duration is not None and duration > max_seconds:
+                raise MediaError(
+                    path,
+                    f"video is {duration:.1f} s long, over the limit of {max_seconds} s",
+                    "too_long",
+                )
+            frames = _decode_frames(
+                path, container, stream, duration, max_pixels, max_seconds, num_frames
+            )
+    except MediaError:
+        raise
+    except Exception as err:  # noqa: BLE001 - FFmpeg reports corrupt files many ways
+        raise MediaError(path, f"not decodable video ({_one_line(err)})") from None
+    return frames
+
+
+def _decode_frames(path, container, stream, duration, max_pixels, max_seconds, num_frames):
+    """The decode loop of :func:`load_video`; returns the kept frames as PIL RGB images."""
+    # Keep the first frame at or after each target time; unknown duration → first frames.
+    targets = [(k + 0.5) * duration / num_frames for k in range(num_frames)] if duration else []
+    max_count = int(max_seconds * MAX_VIDEO_FPS) + 1
+    kept: list[Image.Image] = []
+    next_target, last = 0, None
+    for count, frame in enumerate(container.decode(stream), start=1):
+        _check_video_size(path, frame.width, frame.height, max_pixels)
+        t = frame.time
+        if (t is not None and t > max_seconds) or count > max_count:
+            raise MediaError(path, f"video is longer than the limit of {max_seconds} s", "too_long")
+        last = frame
+        if not targets:
+            if len(kept) < num_frames:
+                kept.append(frame.to_image())
+        elif t is not None and next_target < len(targets) and t >= targets[next_target]:
+            kept.append(frame.to_image())
+            while next_target < len(targets) and targets[next_target] <= t:
+                next_target += 1
+    if last is None:
+        raise MediaError(path, "video has no frames", "empty_media")
+    if not kept:  # a header duration longer than the frames, or no timestamps
+        kept.append(last.to_image())
+    return kept
+
+
+def _check_video_size(path: Path, width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise MediaError(
+            path, f"video is {width}x{height} pixels, over the limit of {max_pixels}", "too_large"
+        )
+
+
+def _video_seconds(container, stream) -> float | None:
+    """The stream's duration from the header, else the container's; None if neither says."""
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / 1_000_000  # AV_TIME_BASE
+    return None
+
+
+def _one_line(err: BaseException) -> str:
+    """``Type: first line of the message``, for errors raised inside a decoder."""
+    first = (str(err).strip().splitlines() or [""])[0]
+    return f"{type(err).__name__}: {first}" if first else type(err).__name__
+
+
+def decode_media(
+    modality: str, path: str | Path, limits: MediaConfig, sample_rate: int | None = None
+) -> Image.Image | np.ndarray | list[Image.Image]:
+    """Decode one sample's ``image`` / ``audio`` / ``video`` file within the config's
+    ``media`` limits: the one check that training and ``purrsight data check`` share.
+
+    Returns:
+        a PIL RGB image, ``[n]`` float32 mono samples (at ``sample_rate``; None: the file's
+        own rate), or a list of PIL RGB video frames.
+    """
+    if modality == "image":
+        return load_image(path, limits.max_image_pixels, limits.max_file_bytes)
+    if modality == "audio":
+        return load_audio(path, sample_rate, limits.max_audio_seconds, limits.max_file_bytes)
+    if modality == "video":
+        return load_video(
+            path, limits.max_image_pixels, limits.max_video_seconds, limits.max_file_bytes
+        )
+    raise ValueError(f"no decoder for modality {modality!r}")
 
 
 def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:

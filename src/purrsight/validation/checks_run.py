@@ -162,6 +162,8 @@ def _short_config(ctx: ValidationContext, data: Path, size: int, epochs: int):
         update={
             "data_dir": str(data),
             "output_dir": str(ctx.workdir / "short-run"),
+            # With feature_cache on, the cache code runs too, on a folder of its own.
+            "feature_cache_dir": str(ctx.workdir / "short-run-cache"),
             "batch_size": size,
             "num_epochs": epochs,
             "max_steps": -1,

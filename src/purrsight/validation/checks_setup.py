@@ -201,7 +201,7 @@ def check_data_pipeline(ctx: ValidationContext) -> str:
     config = ctx.config
     size = min(config.batch_size, BATCH_SIZE)
     samples = pick_samples(ctx.train or ctx.val, ctx.modalities, size)
-    decoded = decode_media(ctx, samples if ctx.quick else [*ctx.train, *ctx.val])
+    decoded = decode_all(ctx, samples if ctx.quick else [*ctx.train, *ctx.val])
     feats = encode_aligned(
         samples, ctx.encoders, ctx.aligner, config.media, len(samples), "validate"
     )
@@ -233,24 +233,24 @@ def pick_samples(samples: Sequence, modalities: Sequence[str], size: int) -> lis
     return chosen
 
 
-def decode_media(ctx: ValidationContext, samples: Sequence) -> int:
-    """Decode every image and audio file of ``samples`` with the training limits; a
-    MediaError names the file and the sample's ``file:line``. Returns the file count."""
-    from purrsight.data.media import MediaError, load_audio, load_image
+def decode_all(ctx: ValidationContext, samples: Sequence) -> int:
+    """Decode every image and audio file of ``samples`` as training does (within the
+    ``media`` limits); a MediaError names the file and the sample's ``file:line``.
+    Returns the number of files."""
+    from purrsight.data.media import MediaError, decode_media
 
-    media = ctx.config.media
     count = 0
     for sample in samples:
-        try:
-            if "image" in ctx.modalities and sample.image is not None:
-                load_image(sample.image, media.max_image_pixels, media.max_file_bytes)
-                count += 1
-            if "audio" in ctx.modalities and sample.audio is not None:
-                rate = ctx.encoders["audio"].sample_rate
-                load_audio(sample.audio, rate, media.max_audio_seconds, media.max_file_bytes)
-                count += 1
-        except MediaError as err:
-            raise MediaError(err.path, f"{err.reason} (sample at {sample.source})") from None
+        for modality in ctx.modalities:
+            path = getattr(sample, modality)
+            if path is None:
+                continue
+            rate = ctx.encoders[modality].sample_rate if modality == "audio" else None
+            try:
+                decode_media(modality, path, ctx.config.media, rate)
+            except MediaError as err:
+                raise MediaError(err.path, f"{err.reason} (sample at {sample.source})") from None
+            count += 1
     return count
 
 
