@@ -11,8 +11,8 @@ The exit code is 0 only if every check that ran passed. Everything a check write
 to a temporary folder (check 7 briefly writes one hidden file into
 ``<output_dir>/checkpoints/`` to prove it is writable, and removes it).
 
-On the demo config (2 CPU cores): --quick 35 s, all nine 1 min 40 s (measured; up to
-1 min 20 s and 2 min 15 s while other jobs shared the cores).
+On the demo config (2 CPU cores): --quick about 30 s, all nine 1 min 15 s (measured; up
+to 1 min 20 s and 2 min 15 s while other jobs shared the cores).
 """
 
 from __future__ import annotations
