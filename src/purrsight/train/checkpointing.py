@@ -83,6 +83,18 @@ def resolve_resume(resume: str | None, checkpoint_dir: Path) -> Path | None:
     return path
 
 
+def restart_checkpoint(checkpoint_dir: Path) -> Path | None:
+    """The checkpoint a restarted job continues from: the newer of ``last.ckpt`` (every
+    epoch end) and an ``emergency-step=<n>.ckpt`` (written when a worker failed), or None.
+
+    Only this job's files are there: a fresh run moves earlier runs' checkpoints away."""
+    candidates = [checkpoint_dir / LAST_NAME, *checkpoint_dir.glob("emergency-step=*.ckpt")]
+    found = [p for p in candidates if p.is_file()]
+    if not found:
+        return None
+    return max(found, key=lambda p: (p.stat().st_mtime_ns, p.name == LAST_NAME))
+
+
 def emergency_path(checkpoint_dir: Path, step: int) -> Path:
     """``<checkpoint_dir>/emergency-step=<step>.ckpt``."""
     return checkpoint_dir / f"emergency-step={step}.ckpt"

@@ -13,6 +13,7 @@ from purrsight.config import Phase1Config
 from purrsight.data.features import FeatureTable
 from purrsight.models.aligner import Aligner, contrastive_loss
 from purrsight.models.retrieval import alignment_metrics
+from purrsight.train.distributed import gather_rows
 from purrsight.train.schedule import warmup_then_decay
 
 PROGRESS_BAR_METRICS = ("i2t_r1", "a2t_r1", "zero_shot_acc")
@@ -67,8 +68,20 @@ class AlignmentModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         features, present = batch
-        embeds = self.aligner(features)
-        loss, parts = contrastive_loss(embeds, present, self.aligner.scale())
+        local = self.aligner(features)
+        # Under DDP each process contrasts against every process's rows (more negatives:
+        # the loss of the job's whole batch), with gradient through the gathered rows.
+        embeds = {m: gather_rows(x) for m, x in local.items()}
+        present = {m: gather_rows(p) for m, p in present.items()}
+        scale = self.aligner.scale()
+        loss, parts = contrastive_loss(embeds, present, scale)
+        # Every process computes this same loss of the whole batch; the gathers' backward
+        # sums the w copies of each row's gradient and DDP averages over w: the gradient
+        # of one process on the whole batch. The zero term keeps every head, the
+        # temperature and every gather in the graph (a pair without 2 samples is skipped),
+        # so DDP needs no unused-parameter search and every process runs every backward
+        # collective.
+        loss = loss + 0.0 * (sum(e.sum() for e in embeds.values()) + scale)
         size = int(next(iter(present.values())).shape[0])
         self.log("train_loss", loss, prog_bar=True, batch_size=size)
         for name, value in parts.items():

@@ -27,7 +27,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from purrsight.data.instruction import Batch
+from purrsight.data.instruction import IGNORE_INDEX, Batch
 from purrsight.models.mm_llm import MultimodalLLM
 from purrsight.train.checkpointing import (
     CHECKPOINT_FORMAT,
@@ -37,6 +37,7 @@ from purrsight.train.checkpointing import (
     emergency_path,
     restore_rng_state,
 )
+from purrsight.train.distributed import is_distributed
 from purrsight.train.phase2_data import ResumableDataLoader
 from purrsight.train.schedule import warmup_then_decay
 
@@ -93,22 +94,43 @@ class Phase2Module(L.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         """Loss of one right-padded batch ([b, s] ids, labels, mask + features)."""
-        loss = self.model(**batch.model_inputs()).loss
+        local_mean = self.model(**batch.model_inputs()).loss
+        loss, global_mean = globally_normalised(local_mean, target_count(batch.labels))
+        # A batch without an image (or audio) row leaves that projector out of the graph;
+        # DDP (find_unused_parameters=False) needs a gradient, zero, for every parameter.
+        loss = loss + self._absent_projectors_term(batch)
         size = int(batch.input_ids.shape[0])
         lr = float(self.trainer.optimizers[0].param_groups[0]["lr"])
         # Step-level curve for MLflow; the epoch mean is what checkpoints are ranked by.
-        self.log("train_loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=size)
         self.log(
-            "train_loss_epoch", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=size
+            "train_loss", global_mean, on_step=True, on_epoch=False, prog_bar=True, batch_size=size
+        )
+        self.log(
+            "train_loss_epoch",
+            global_mean,
+            on_step=False,
+            on_epoch=True,
+            sync_dist=True,
+            batch_size=size,
         )
         self.log("lr", lr, on_step=True, on_epoch=False, batch_size=size)
         self._batch_stats = {
-            "loss": float(loss.detach()),
+            "loss": float(global_mean),
             "lr": lr,
             "tokens": float(batch.attention_mask.sum()),  # non-pad tokens
             "samples": float(size),
         }
         return loss
+
+    def _absent_projectors_term(self, batch: Batch) -> torch.Tensor:
+        """0 × the parameters of every projector no row of ``batch`` uses (a scalar)."""
+        term = torch.zeros((), device=batch.input_ids.device)
+        for modality in self.model.modalities:
+            present = batch.present.get(modality)
+            if present is None or not bool(present.any()):
+                for param in self.model.projectors[modality].parameters():
+                    term = term + 0.0 * param.sum()
+        return term
 
     def validation_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         loss = self.model(**batch.model_inputs()).loss
@@ -208,6 +230,36 @@ class Phase2Module(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._pending_rng = checkpoint.get("rng_states")
+
+
+# ----------------------------------------------------------------------------- loss
+
+
+def target_count(labels: torch.Tensor) -> torch.Tensor:
+    """Tokens the loss is taken over: [b, s] labels → scalar long. Position t predicts
+    token t + 1, so the first column is never a target (the causal shift)."""
+    return (labels[:, 1:] != IGNORE_INDEX).sum()
+
+
+def globally_normalised(
+    local_mean: torch.Tensor, local_count: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss to backpropagate, the job's mean loss over all its target tokens, detached).
+
+    ``local_mean`` is this process's mean over its ``local_count`` target tokens. DDP
+    averages gradients over w processes, so backpropagating ``local_sum · w / global_count``
+    gives the gradient of ``global_sum / global_count``: one step of w processes × batch b
+    equals one step of one process × batch w·b, however the tokens fall between the
+    processes. Alone, both are ``local_mean``. Every process must call this (all_reduce).
+    """
+    if not is_distributed():
+        return local_mean, local_mean.detach()
+    stats = torch.stack([local_mean.detach().float() * local_count, local_count.float()])
+    torch.distributed.all_reduce(stats)  # [global sum, global count]
+    global_sum, global_count = stats[0], stats[1]
+    world = torch.distributed.get_world_size()
+    loss = local_mean * (local_count.to(local_mean.dtype) * world / global_count)
+    return loss, global_sum / global_count
 
 
 # ----------------------------------------------------------------------------- callbacks
