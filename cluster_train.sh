@@ -13,8 +13,9 @@
 # --batch-size N, --resume, --debug); batch_size is per process. Processes per node: every
 # GPU that torch sees (CUDA_VISIBLE_DEVICES narrows it; NCCL), or with no GPU NPROC CPU
 # processes (default 2; gloo, OMP_NUM_THREADS=1 each unless set). NPROC overrides both.
-# Several nodes meet through torchrun's static rendezvous at MASTER_ADDR:MASTER_PORT and
-# must share CONFIG's output_dir (a shared file system): rank 0 writes every checkpoint.
+# Several nodes meet through torchrun's c10d rendezvous at MASTER_ADDR:MASTER_PORT (RDZV_ID
+# names the job, default "purrsight") and must share CONFIG's output_dir (a shared file
+# system): rank 0 writes every checkpoint.
 #
 # MAX_RESTARTS=N (default 0): when a worker dies, torchrun restarts the whole group up to
 # N times and the restarted processes resume from the newest of last.ckpt and the
@@ -89,11 +90,21 @@ else
 fi
 is_count "$NPROC" && ((NPROC >= 1)) || fail "NPROC must be a positive integer, got '$NPROC'"
 
+# torchrun's elastic (c10d) rendezvous, so MAX_RESTARTS works on every node: one node
+# alone on a free local port; several at MASTER_ADDR:MASTER_PORT, where the node whose
+# address that is hosts it (torchrun numbers the nodes in the order they join; NODE_RANK
+# names this node's log).
 if ((NNODES == 1)) && [[ -z "$MASTER_PORT" ]]; then
-    RDZV=(--standalone) # a local rendezvous on a free port
+    RDZV=(--standalone)
 else
-    RDZV=(--nnodes="$NNODES" --node-rank="$NODE_RANK" --master-addr="$MASTER_ADDR" --master-port="$MASTER_PORT")
+    RDZV=(--nnodes="$NNODES" --rdzv-backend=c10d --rdzv-endpoint="${MASTER_ADDR:-127.0.0.1}:$MASTER_PORT"
+        --rdzv-id="${RDZV_ID:-purrsight}")
 fi
+# A restarted group must not share the rendezvous' key-value store with the group before
+# it: the dead workers' addresses are still in it, and the new ones would try to connect
+# to them (seen here as "Gloo connectFullMesh failed ... Connection refused" after a
+# restart). With this, rank 0 of each attempt hosts a fresh store.
+export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1
 
 LOG_DIR="$OUTPUT_DIR/logs/distributed_training"
 mkdir -p "$LOG_DIR"

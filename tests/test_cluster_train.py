@@ -144,24 +144,27 @@ def script_env(**extra: str) -> dict[str, str]:
 
 
 def launch(config: Path, *args: str, **env: str) -> subprocess.Popen:
+    """``cluster_train.sh config args…`` in the config's folder; output to a file there."""
     job = config.parent
-    log = (job / f"script{len(list(job.glob('script*.out')))}.out").open("w")
-    return subprocess.Popen(
-        [str(SCRIPT), str(config), *args],
-        cwd=job,
-        env=script_env(**env),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    return start([str(SCRIPT), str(config), *args], job, script_env(**env))
+
+
+def start(command: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen:
+    output = cwd / f"process{len(list(cwd.glob('process*.out')))}.out"
+    with output.open("w") as handle:
+        proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=handle, stderr=subprocess.STDOUT)
+    proc.output_path = output  # type: ignore[attr-defined]
+    return proc
 
 
 def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
+    """(exit code, everything it printed)."""
     try:
         code = proc.wait(timeout=timeout)
     finally:
         if proc.poll() is None:
             proc.kill()
-    return code, Path(proc.stdout.name).read_text() if proc.stdout else ""
+    return code, proc.output_path.read_text()  # type: ignore[attr-defined]
 
 
 def mlflow_runs(job: Path):
@@ -320,11 +323,11 @@ def test_a_killed_worker_restarts_the_job_which_resumes_and_completes(setup) -> 
     restart = re.search(r"restart 1 of this job: resuming from (\S+) \(step (\d+)\)", text)
     assert restart, text[-3000:]
     resumed_step = int(restart.group(2))
-    assert Path(restart.group(1)).name in ("last.ckpt", f"emergency-step={resumed_step}.ckpt")
+    assert Path(restart.group(1)) == out / "checkpoints" / "last.ckpt"
     after = text[restart.end() :]
     logged = [int(s) for s in re.findall(rf" step (\d+)/{steps} ", after)]
     assert logged[0] == resumed_step + 1 and logged[-1] == steps, logged  # it continued
-    assert resumed_step >= 2 and "Phase 2 done" in after
+    assert resumed_step >= 1 and "Phase 2 done" in after
     assert "Restored all states from the checkpoint" in after
     # Still one MLflow run: the restarted processes continued it.
     runs = mlflow_runs(config.parent)
@@ -349,3 +352,107 @@ def test_bad_arguments_and_configs_stop_before_any_worker_starts(setup, tmp_path
         assert message in done.stderr, (args, done.stderr)
         assert "Traceback" not in done.stderr
     assert not (config.parent / "outputs").exists()
+
+
+@pytest.mark.slow
+def test_the_same_training_through_lightnings_slurm_support(setup) -> None:
+    """What ``srun`` in scripts/slurm_train.sbatch starts: one ``train_phase2.py`` per task
+    with SLURM's variables and no torchrun ones; Lightning's SLURMEnvironment finds the
+    rendezvous host in SLURM_NODELIST and the ranks in SLURM_PROCID / SLURM_LOCALID."""
+    config = write_config(setup, "slurm", "num_epochs=1")
+    job = config.parent
+    port = str(free_port())
+    procs = []
+    for rank in (0, 1):
+        env = script_env(
+            SLURM_JOB_ID="4242",
+            SLURM_JOB_NAME="purrsight-phase2",
+            SLURM_NTASKS="2",
+            SLURM_NTASKS_PER_NODE="2",
+            SLURM_NNODES="1",
+            SLURM_NODELIST="127.0.0.1",
+            SLURM_PROCID=str(rank),
+            SLURM_LOCALID=str(rank),
+            SLURM_NODEID="0",
+            MASTER_PORT=port,
+        )
+        for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR"):
+            env.pop(name, None)
+        command = [sys.executable, str(ROOT / "train_phase2.py"), "--config", str(config)]
+        procs.append(start(command, job, env))
+    for rank, proc in enumerate(procs):
+        code, output = finish(proc)
+        assert code == 0, output[-3000:]
+        text = (job / "outputs" / "logs" / ("training.log", "training.rank1.log")[rank]).read_text()
+        assert f"process {rank} of 2 (2 on this node)" in text and "Phase 2 done" in text
+        assert f"GLOBAL_RANK: {rank}, MEMBER: {rank + 1}/2" in output
+    assert len(mlflow_runs(job)) == 1
+    assert (job / "outputs" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_rank_and_world_come_from_torchrun_or_srun(monkeypatch) -> None:
+    from purrsight.train.distributed import process_rank, restart_count, world_size
+
+    for name in [
+        "RANK",
+        "WORLD_SIZE",
+        "LOCAL_WORLD_SIZE",
+        "TORCHELASTIC_RESTART_COUNT",
+        "SLURM_NTASKS",
+        "SLURM_NTASKS_PER_NODE",
+        "SLURM_PROCID",
+        "SLURM_JOB_NAME",
+        "SLURM_RESTART_COUNT",
+    ]:
+        monkeypatch.delenv(name, raising=False)
+    assert (world_size(), process_rank(), restart_count()) == ((1, 1), 0, 0)
+    # srun: 2 nodes × 4 tasks
+    monkeypatch.setenv("SLURM_NTASKS", "8")
+    monkeypatch.setenv("SLURM_NTASKS_PER_NODE", "4(x2)")
+    monkeypatch.setenv("SLURM_PROCID", "5")
+    monkeypatch.setenv("SLURM_JOB_NAME", "purrsight-phase2")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    assert (world_size(), process_rank(), restart_count()) == ((8, 4), 5, 1)
+    # An interactive allocation (Lightning's convention) is not an srun step.
+    monkeypatch.setenv("SLURM_JOB_NAME", "interactive")
+    assert (world_size(), process_rank()) == ((1, 1), 0)
+    # torchrun's variables win (torchrun inside a SLURM allocation).
+    monkeypatch.setenv("SLURM_JOB_NAME", "purrsight-phase2")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "2")
+    assert (world_size(), process_rank(), restart_count()) == ((2, 1), 1, 2)
+
+
+@pytest.mark.slow
+def test_phase1_loss_gathers_features_across_processes_with_gradient(tmp_path) -> None:
+    """2 processes × 4 rows give the loss and (DDP-averaged) gradients of 1 process × 8
+    rows: each process contrasts against all 8 rows and gradients flow through the
+    gathered rows of the other process."""
+    import torch.multiprocessing as mp
+
+    import phase1_ddp_worker as worker
+
+    mp.spawn(worker.run, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    ddp = torch.load(tmp_path / "ddp.pt", weights_only=True)
+
+    module = worker.make_module()
+    features, present = worker.make_batch()
+    loss, _, size = module.batch_loss(features, present)
+    loss.backward()
+    assert ddp["size"] == size == 8
+    assert torch.allclose(ddp["loss"], loss.detach(), atol=1e-6)
+    for name, param in module.named_parameters():
+        assert torch.allclose(ddp["grads"][name], param.grad, atol=1e-6), name
+
+    # Without the gather (each process alone on its 4 rows) the gradient is another one.
+    module.zero_grad()
+    for half in (slice(0, 4), slice(4, 8)):
+        local, _, _ = module.batch_loss(
+            {m: x[half] for m, x in features.items()}, {m: p[half] for m, p in present.items()}
+        )
+        (local / 2).backward()
+    head = "aligner.heads.image.net.1.weight"
+    grads = dict(module.named_parameters())
+    assert not torch.allclose(ddp["grads"][head], grads[head].grad, atol=1e-4)

@@ -84,15 +84,15 @@ def resolve_resume(resume: str | None, checkpoint_dir: Path) -> Path | None:
 
 
 def restart_checkpoint(checkpoint_dir: Path) -> Path | None:
-    """The checkpoint a restarted job continues from: the newer of ``last.ckpt`` (every
-    epoch end) and an ``emergency-step=<n>.ckpt`` (written when a worker failed), or None.
+    """The checkpoint a restarted job continues from: ``last.ckpt`` (every epoch end), or
+    None before the first one. Only this job's files are there: a fresh run moves earlier
+    runs' checkpoints away.
 
-    Only this job's files are there: a fresh run moves earlier runs' checkpoints away."""
-    candidates = [checkpoint_dir / LAST_NAME, *checkpoint_dir.glob("emergency-step=*.ckpt")]
-    found = [p for p in candidates if p.is_file()]
-    if not found:
-        return None
-    return max(found, key=lambda p: (p.stat().st_mtime_ns, p.name == LAST_NAME))
+    Not an ``emergency-step=<n>.ckpt``: after a worker died, the others write it from
+    wherever the failed collective left them (e.g. half-way through an epoch end), a state
+    no resume test covers under DDP; it stays there for a deliberate ``--resume PATH``."""
+    path = checkpoint_dir / LAST_NAME
+    return path if path.is_file() else None
 
 
 def emergency_path(checkpoint_dir: Path, step: int) -> Path:

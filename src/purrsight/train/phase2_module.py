@@ -336,20 +336,25 @@ def _mark_between_epochs(loops: dict[str, Any]) -> None:
 
 @contextlib.contextmanager
 def _worker_deaths_ignored() -> Iterator[None]:
-    """Silence PyTorch's SIGCHLD handler while the emergency checkpoint is written.
+    """Silence PyTorch's SIGCHLD handler and ignore SIGTERM while the emergency checkpoint
+    is written.
 
     A SIGTERM sent to the whole process group (torchrun, schedulers) kills the DataLoader
     workers too; each death raises a RuntimeError in the main process from that handler,
-    which would abort the write half-way."""
-    sigchld = getattr(signal, "SIGCHLD", None)
-    if sigchld is None or threading.current_thread() is not threading.main_thread():
+    which would abort the write half-way. Lightning's own SIGTERM handler broadcasts to the
+    other processes, which raises mid-write when one of them is dead (torchrun sends
+    SIGTERM to the survivors after a worker died). The run is ending either way."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(sigchld, signal.SIG_DFL)
+    masked = {s: signal.SIG_DFL for s in [getattr(signal, "SIGCHLD", None)] if s is not None}
+    masked[signal.SIGTERM] = signal.SIG_IGN
+    previous = {s: signal.signal(s, handler) for s, handler in masked.items()}
     try:
         yield
     finally:
-        signal.signal(sigchld, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 class GuideNamedCheckpoint(ModelCheckpoint):
