@@ -217,7 +217,10 @@ def test_two_cpu_processes_one_run_one_checkpoint_set_and_node_logs(two_processe
     epochs = [n for n in names if n.startswith("phase2-")]
     assert names == sorted(["last.ckpt", *epochs]) and len(epochs) == 3, names
     assert all(re.fullmatch(EPOCH_NAME_PATTERN, n) for n in epochs)
-    assert all(is_trainable_key(k) for k in checkpoint_state(out / "checkpoints" / "last.ckpt"))
+    last = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert all(is_trainable_key(k) for k in last["state_dict"])
+    assert last["mlflow_run_id"] == runs[0].info.run_id
+    assert f"this job's MLflow run: {runs[0].info.run_id}" in rank1  # rank 0 told rank 1
     # The per-node log and its symlink; both local ranks' lines are in it.
     folder = logs / "distributed_training"
     node_logs = list(folder.glob("cluster_train_*_node0.log"))

@@ -195,6 +195,7 @@ def _run(
     if logger:
         _log_run_start(logger, config, out, plan, model, steps)
         _run_id_file(out).write_text(logger.run_id, encoding="utf-8")
+        module.mlflow_run_id = logger.run_id  # the other ranks get it in module.setup
     log.info(
         "training %d optimizer steps (%d epochs × %d batches of %d, accumulating %d)%s",
         steps,
@@ -208,8 +209,6 @@ def _run(
     t0 = time.perf_counter()
     _fit(trainer, module, train_loader, val_loader, plan.resume_path, emergency_cb)
     timings["train"] = time.perf_counter() - t0
-    # Every process learns rank 0's MLflow run (all of them call this: a collective).
-    run_id = trainer.strategy.broadcast(logger.run_id if logger else None, src=0)
 
     previews: list[dict[str, str]] = []
     if config.preview_samples and trainer.is_global_zero:
@@ -233,7 +232,7 @@ def _run(
         seconds=time.perf_counter() - started,
         model=model.cpu(),
         tokenizer=tokenizer,
-        mlflow_run_id=run_id,
+        mlflow_run_id=module.mlflow_run_id,
         previews=previews,
     )
     log.info("Phase 2 done in %.1f s: %s", result.seconds, json.dumps(_rounded(metrics)))

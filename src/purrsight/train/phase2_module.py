@@ -89,6 +89,15 @@ class Phase2Module(L.LightningModule):
         self._batch_started = 0.0
         self._batch_stats: dict[str, float] = {}
         self._last_logged_step = -1
+        self.mlflow_run_id: str | None = None
+        """The job's MLflow run (rank 0 creates it; every rank knows it from ``setup``)."""
+
+    def setup(self, stage: str) -> None:
+        # Called on every process once the process group is up, before any step or
+        # checkpoint: all of them take part in the broadcast (a collective).
+        self.mlflow_run_id = self.trainer.strategy.broadcast(self.mlflow_run_id, src=0)
+        if self.mlflow_run_id and is_distributed():
+            log.info("this job's MLflow run: %s", self.mlflow_run_id)
 
     # ------------------------------------------------------------------ steps
 
@@ -227,6 +236,7 @@ class Phase2Module(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         check_trainable_only(checkpoint["state_dict"])
         checkpoint["rng_states"] = capture_rng_state()
+        checkpoint["mlflow_run_id"] = self.mlflow_run_id  # which run trained it
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._pending_rng = checkpoint.get("rng_states")
