@@ -459,3 +459,35 @@ def test_phase1_loss_gathers_features_across_processes_with_gradient(tmp_path) -
     head = "aligner.heads.image.net.1.weight"
     grads = dict(module.named_parameters())
     assert not torch.allclose(ddp["grads"][head], grads[head].grad, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_phase1_under_torchrun_writes_one_aligner_and_one_run(tmp_path, tiny_encoder_dirs) -> None:
+    """``torchrun --nproc-per-node=2 -m purrsight.cli train phase1``: rank 0's run folder
+    name reaches rank 1 (both print the same aligner path), rank 0 alone writes it and
+    the MLflow run."""
+    generate_demo_dataset(tmp_path / "data", n=40, seed=3, image_size=32, audio_seconds=0.5)
+    overrides = [
+        *[f"encoders.{m}={{type: hf, path: {tiny_encoder_dirs[m]}}}" for m in MODALITIES],
+        f"phase1.data_dir={tmp_path / 'data'}",
+        f"phase1.output_dir={tmp_path / 'checkpoints'}",
+        "phase1.epochs=2",
+        "phase1.batch_size=4",
+        "phase1.embed_dim=16",
+        "phase1.head_hidden_dim=32",
+        f"mlflow.tracking_uri={tmp_path / 'mlruns'}",
+        "mlflow.experiment_name=cluster-test",
+    ]
+    config = tmp_path / "phase1.yaml"
+    config.write_text(yaml.safe_dump(load_config(None, overrides).model_dump()), encoding="utf-8")
+    command = [
+        *(sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"),
+        *("--tee=3", "-m", "purrsight.cli", "train", "phase1", "--config", str(config)),
+    ]
+    code, output = finish(start(command, tmp_path, script_env()))
+    assert code == 0, output[-3000:]
+    printed = set(re.findall(r"\[default\d\]:aligner: (\S+)", output))
+    folders = [p.parent for p in (tmp_path / "checkpoints").glob("*/aligner.pt")]
+    assert len(folders) == 1 and printed == {str(folders[0] / "aligner.pt")}, (printed, folders)
+    assert len(re.findall(r"\[default\d\]:aligner: ", output)) == 2  # both ranks finished
+    assert len(mlflow_runs(tmp_path)) == 1
