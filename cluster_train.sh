@@ -18,8 +18,9 @@
 # system): rank 0 writes every checkpoint.
 #
 # MAX_RESTARTS=N (default 0): when a worker dies, torchrun restarts the whole group up to
-# N times and the restarted processes resume from the newest of last.ckpt and the
-# emergency checkpoint in <output_dir>/checkpoints, continuing the same MLflow run.
+# N times and the restarted processes resume from <output_dir>/checkpoints/last.ckpt
+# (written at every epoch end; before the first one they start over), continuing the same
+# MLflow run. A SIGTERM or Ctrl+C to this script reaches torchrun and its workers.
 #
 # Logs: <output_dir>/logs/distributed_training/cluster_train_<YYYYmmdd_HHMMSS>_node<k>.log
 # (this node's processes, each line prefixed [default<local rank>]:) and the symlink
@@ -28,7 +29,7 @@
 set -euo pipefail
 
 usage() {
-    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 fail() {

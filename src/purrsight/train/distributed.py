@@ -70,17 +70,37 @@ def is_distributed() -> bool:
 def gather_rows(x: torch.Tensor) -> torch.Tensor:
     """Every process's rows, in rank order: [b, ...] → [w·b, ...]; ``x`` itself alone.
 
-    Gradients flow back to each process's own rows (``torch.distributed.nn``'s all_gather:
-    its backward sums the gradients every process computed for those rows). Every process
-    must call this with the same b. Non-float tensors (masks) are gathered without grad.
+    Gradients flow back to each process's own rows: the backward sums the gradients every
+    process computed for those rows. Every process must call this with the same b.
+    Tensors that need no gradient (masks) are gathered as they are (bool as uint8).
     """
     if not is_distributed():
         return x
-    if x.is_floating_point() and x.requires_grad:
-        from torch.distributed.nn.functional import all_gather
-
-        return torch.cat(all_gather(x), dim=0)
+    if x.requires_grad:
+        return _GatherRows.apply(x)
     as_int = x.to(torch.uint8) if x.dtype == torch.bool else x
-    parts = [torch.empty_like(as_int) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, as_int.contiguous())
-    return torch.cat(parts, dim=0).to(x.dtype)
+    return _all_gather(as_int).to(x.dtype)
+
+
+def _all_gather(x: torch.Tensor) -> torch.Tensor:
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts, dim=0)
+
+
+class _GatherRows(torch.autograd.Function):
+    """all_gather with a backward that works on every backend (gloo has no
+    reduce_scatter, and torch.distributed.nn's all_gather is deprecated in torch 2.13):
+    all_reduce the [w·b, ...] gradient, keep this process's b rows."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.rows = x.shape[0]
+        return _all_gather(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)  # sum over processes
+        start = dist.get_rank() * ctx.rows
+        return grad[start : start + ctx.rows]
