@@ -84,6 +84,18 @@ def resolve_resume(resume: str | None, checkpoint_dir: Path) -> Path | None:
     return path
 
 
+def restart_checkpoint(checkpoint_dir: Path) -> Path | None:
+    """The checkpoint a restarted job continues from: ``last.ckpt`` (every epoch end), or
+    None before the first one. Only this job's files are there: a fresh run moves earlier
+    runs' checkpoints away.
+
+    Not an ``emergency-step=<n>.ckpt``: after a worker died, the others write it from
+    wherever the failed collective left them (e.g. half-way through an epoch end), a state
+    no resume test covers under DDP; it stays there for a deliberate ``--resume PATH``."""
+    path = checkpoint_dir / LAST_NAME
+    return path if path.is_file() else None
+
+
 def emergency_path(checkpoint_dir: Path, step: int) -> Path:
     """``<checkpoint_dir>/emergency-step=<step>.ckpt``."""
     return checkpoint_dir / f"emergency-step={step}.ckpt"
