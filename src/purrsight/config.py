@@ -162,6 +162,15 @@ class Config(_Strict):
     preview_samples: int = Field(default=1, ge=0)
     """Val samples (train if no val) answered and logged after training (0: none)."""
 
+    # --- faults and bad data (Phase 1 and 2) ---
+    on_bad_sample: Literal["error", "skip"] = "error"
+    """A training sample that cannot be used (bad JSONL line, missing or undecodable
+    media): ``error`` stops at the first one, naming ``file:line`` and why; ``skip`` leaves
+    it out and logs each one (console, ``skipped_samples.jsonl``, MLflow)."""
+    max_nonfinite_steps: int = Field(default=5, ge=1)
+    """Phase 2 batches in a row with a NaN/inf loss (each skipped, no update) before the
+    run stops with an emergency checkpoint."""
+
     # --- the feature cache (Phase 1 and 2) ---
     feature_cache: bool = False
     """Keep the frozen encoders' and aligner's features on disk, keyed by content hash and

@@ -113,13 +113,18 @@ def file_sha256(path: Path) -> str:
 # ----------------------------------------------------------------------------- writing
 
 
+TEMP_SUFFIX = ".tmp"
+
+
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temp file in the same folder, then ``os.replace``: a crash or a
-    second signal mid-write never leaves a truncated checkpoint under the final name."""
+    """``torch.save`` to a temp file in the same folder, flush + fsync, ``os.replace``, then
+    fsync the folder: a crash, ``kill -9`` or power loss mid-write never leaves a truncated
+    checkpoint under the final name, and the previous file stays loadable until the new
+    one is complete on disk (the folder's fsync makes the rename itself durable)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # A plain open (not mkstemp) so the file gets the usual umask permissions, not 0600.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}{TEMP_SUFFIX}")
     try:
         with tmp.open("wb") as handle:
             torch.save(obj, handle)
@@ -129,6 +134,33 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. Windows: folders cannot be opened; the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on a folder
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temps(checkpoint_dir: Path) -> list[Path]:
+    """Delete the temp files of checkpoint writes a killed process never finished
+    (``.<name>.<pid>.tmp``); each is logged. Call before this job writes any checkpoint."""
+    stale = (
+        sorted(checkpoint_dir.glob(f".*.ckpt.*{TEMP_SUFFIX}")) if checkpoint_dir.is_dir() else []
+    )
+    for path in stale:
+        log.warning("removing %s: a checkpoint write that never finished (process killed)", path)
+        path.unlink(missing_ok=True)
+    return stale
 
 
 # ----------------------------------------------------------------------------- contents

@@ -19,8 +19,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from purrsight.config import Config, dump_config, to_flat_dict
+from purrsight.data.bad_samples import SKIPPED_FILE, BadSamples, read_samples, screen_media
 from purrsight.data.features import FeatureTable, encode_samples
-from purrsight.data.manifest import Sample, read_manifest
+from purrsight.data.manifest import Sample
 from purrsight.models.aligner import Aligner, save_aligner
 from purrsight.models.encoders import build_encoder
 from purrsight.report import label_description
@@ -28,6 +29,7 @@ from purrsight.train.phase1_module import AlignmentModule, EvalSet, FeatureDatas
 from purrsight.train.tracking import make_logger, ui_command
 
 log = logging.getLogger(__name__)
+MEDIA = ("image", "audio")  # the media Phase 1 decodes (video is not trained on)
 
 
 @dataclass
@@ -123,8 +125,13 @@ def run_phase1(config: Config, config_path: str | None = None) -> Phase1Result:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data_dir = Path(cfg.data_dir)
     train_path, val_path = data_dir / "train.jsonl", data_dir / "val.jsonl"
-    train = read_manifest(train_path, config.labels)
-    val = read_manifest(val_path, config.labels)
+    bad = BadSamples(config.on_bad_sample)
+    train, val = [
+        screen_media(read_samples(path, config.labels, bad, name), MEDIA, config.media, bad, name)
+        for name, path in (("train", train_path), ("val", val_path))
+    ]
+    if bad.skipped:
+        log.warning("%s: %s", bad.summary(), ", ".join(s.source for s in bad.skipped[:5]))
     log.info("Phase 1 data: %d train, %d val samples from %s", len(train), len(val), data_dir)
 
     t0 = time.perf_counter()
@@ -196,9 +203,11 @@ def run_phase1(config: Config, config_path: str | None = None) -> Phase1Result:
     if trainer.is_global_zero:  # one writer; no collective inside
         aligner_path = save_aligner(run_dir, aligner, meta)
         dump_config(config, run_dir / "config.yaml")
+        if bad.policy == "skip":
+            bad.write(run_dir / SKIPPED_FILE)
     trainer.strategy.barrier("aligner saved")  # the others return once the files exist
     if logger:
-        _log_run(logger, config, run_dir, metrics)
+        _log_run(logger, config, run_dir, metrics, len(bad.skipped))
         log.info(
             "MLflow run %s; view with: %s", logger.run_id, ui_command(config.mlflow.tracking_uri)
         )
@@ -207,10 +216,15 @@ def run_phase1(config: Config, config_path: str | None = None) -> Phase1Result:
     return Phase1Result(run_dir, aligner_path, metrics, seconds, timings)
 
 
-def _log_run(logger, config: Config, run_dir: Path, metrics: dict[str, float]) -> None:
-    """Flattened config as params, final val metrics, and the run's files as artifacts."""
+def _log_run(
+    logger, config: Config, run_dir: Path, metrics: dict[str, float], skipped: int
+) -> None:
+    """Flattened config as params, final val metrics, the skipped-sample count, and the
+    run's files (``skipped_samples.jsonl`` under ``on_bad_sample: skip``) as artifacts."""
     logger.log_hyperparams(to_flat_dict(config))
     logger.log_metrics({f"final_{k}": v for k, v in metrics.items()})
-    for name in ("config.yaml", "aligner.json"):
-        logger.experiment.log_artifact(logger.run_id, str(run_dir / name))
+    logger.log_metrics({"skipped_samples": float(skipped)})
+    for name in ("config.yaml", "aligner.json", SKIPPED_FILE):
+        if (run_dir / name).is_file():
+            logger.experiment.log_artifact(logger.run_id, str(run_dir / name))
     logger.finalize("success")

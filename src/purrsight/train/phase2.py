@@ -39,12 +39,14 @@ from typing import Any
 import torch
 
 from purrsight.config import Config, dump_config, to_flat_dict
+from purrsight.data.bad_samples import SKIPPED_FILE, BadSamples
 from purrsight.data.manifest import Sample
 from purrsight.train.checkpointing import (
     EPOCH_FILENAME,
     LAST_NAME,
     archive_previous_run,
     file_sha256,
+    remove_stale_temps,
 )
 from purrsight.train.logs import training_log
 from purrsight.train.phase2_setup import (
@@ -166,7 +168,9 @@ def _run(
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    train, train_feats, val, val_feats, modalities, aligner_info = aligned_splits(config, plan)
+    bad = BadSamples(config.on_bad_sample)
+    train, train_feats, val, val_feats, modalities, aligner_info = aligned_splits(config, plan, bad)
+    skipped_file = _record_skipped(bad, out)
     timings["encode"] = time.perf_counter() - t0
     log.info(
         "aligned features for %d train + %d val samples (%s) in %.1f s",
@@ -187,13 +191,16 @@ def _run(
     steps = total_steps(batches, config)
     hparams = _hparams(config, plan, aligner_info, modalities)
     module = _make_module(config, model, steps, hparams)
-    if plan.resume_path is None and is_rank_zero():
-        archive_previous_run(out / "checkpoints")
+    if is_rank_zero():
+        remove_stale_temps(out / "checkpoints")
+        if plan.resume_path is None:
+            archive_previous_run(out / "checkpoints")
     trainer, checkpoint_cb, emergency_cb, logger = _make_trainer(
         config, out, debug, callbacks, world, local
     )
     if logger:
         _log_run_start(logger, config, out, plan, model, steps)
+        log_skipped(logger, bad, skipped_file)
         _run_id_file(out).write_text(logger.run_id, encoding="utf-8")
         module.mlflow_run_id = logger.run_id  # the other ranks get it in module.setup
     log.info(
@@ -218,6 +225,7 @@ def _run(
         _write_json(out / "logs" / "preview.json", previews)
 
     metrics = _summary_metrics(module.history, trainer)
+    metrics["nonfinite_steps"] = float(module.nonfinite["total"])
     last = out / "checkpoints" / LAST_NAME
     best = checkpoint_cb.best_model_path
     result = Phase2Result(
@@ -336,7 +344,7 @@ def _make_module(config: Config, model, steps: int, hparams: dict[str, Any]):
     # load_llm returns the LLM in eval mode and Lightning keeps each module's mode as it
     # finds it: without this, LoRA dropout and gradient checkpointing would stay off.
     model.train()
-    return Phase2Module(model, optim, config.log_every_n_steps, hparams)
+    return Phase2Module(model, optim, config.log_every_n_steps, hparams, config.max_nonfinite_steps)
 
 
 def _make_trainer(config: Config, out: Path, debug: bool, callbacks, world: int, local: int):
@@ -522,6 +530,23 @@ def _write_json(path: Path, value: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(value, indent=2), encoding="utf-8")
     tmp.replace(path)
+
+
+def _record_skipped(bad: BadSamples, out: Path) -> Path | None:
+    """Under ``on_bad_sample: skip``, rank 0 writes ``logs/skipped_samples.jsonl`` (every
+    skipped sample, or empty); returns it (None under ``error`` or on other ranks)."""
+    if bad.policy != "skip" or not is_rank_zero():
+        return None
+    path = bad.write(out / "logs" / SKIPPED_FILE)
+    log.info("%s; listed in %s", bad.summary(), path)
+    return path
+
+
+def log_skipped(logger, bad: BadSamples, skipped_file: Path | None) -> None:
+    """The ``skipped_samples`` count as an MLflow metric, the list as an artifact."""
+    logger.log_metrics({"skipped_samples": float(len(bad.skipped))}, step=0)
+    if skipped_file is not None:
+        logger.experiment.log_artifact(logger.run_id, str(skipped_file))
 
 
 def _run_id_file(out: Path) -> Path:

@@ -56,6 +56,10 @@ class OptimSettings:
     total_steps: int
 
 
+class NonFiniteLoss(RuntimeError):
+    """The loss was NaN or infinite for ``max_nonfinite_steps`` batches in a row."""
+
+
 class _Keys(NamedTuple):
     missing_keys: list[str]
     unexpected_keys: list[str]
@@ -69,6 +73,13 @@ class Phase2Module(L.LightningModule):
         optim: optimizer and schedule settings.
         log_every_n_steps: how often a progress line goes to the log.
         hparams: plain values stored in every checkpoint (resolved config, aligner, LLM).
+        max_nonfinite_steps: batches in a row with a NaN/inf loss before the run stops
+            (:class:`NonFiniteLoss`; the emergency checkpoint holds the last good weights).
+
+    A batch whose loss is non-finite on any process (decided together: one all_reduce)
+    is learned from by none: its optimizer step, or the accumulation window it is in,
+    applies no update (the gradients are dropped before the optimizer sees them). It is
+    counted (``nonfinite_steps`` metric, a warning naming the step).
     """
 
     def __init__(
@@ -77,11 +88,16 @@ class Phase2Module(L.LightningModule):
         optim: OptimSettings,
         log_every_n_steps: int,
         hparams: dict[str, Any],
+        max_nonfinite_steps: int = 5,
     ) -> None:
         super().__init__()
         self.model = model
         self.optim = optim
         self.log_every_n_steps = log_every_n_steps
+        self.max_nonfinite_steps = max_nonfinite_steps
+        self.nonfinite = {"total": 0, "in_a_row": 0}
+        """Batches skipped for a non-finite loss: all of them, and the current streak."""
+        self._drop_window = False  # a non-finite batch in this accumulation window
         # Not sent to the logger: the flattened config is logged as MLflow params instead.
         self.save_hyperparameters({**hparams, "format": CHECKPOINT_FORMAT}, logger=False)
         self.history: list[dict[str, float]] = []
@@ -110,6 +126,12 @@ class Phase2Module(L.LightningModule):
         # DDP (find_unused_parameters=False) needs a gradient, zero, for every parameter.
         loss = loss + self._absent_projectors_term(batch)
         size = int(batch.input_ids.shape[0])
+        if any_rank_nonfinite(local_mean):
+            # Backward still runs (DDP needs every process in it); the gradients are
+            # dropped in on_before_optimizer_step.
+            self._skip_nonfinite(size)
+            return loss
+        self.nonfinite["in_a_row"] = 0
         lr = float(self.trainer.optimizers[0].param_groups[0]["lr"])
         # Step-level curve for MLflow; the epoch mean is what checkpoints are ranked by.
         self.log(
@@ -131,6 +153,41 @@ class Phase2Module(L.LightningModule):
             "samples": float(size),
         }
         return loss
+
+    def _skip_nonfinite(self, size: int) -> None:
+        """Count a non-finite batch; raise :class:`NonFiniteLoss` after too many in a row
+        (every process reaches the same count, so all of them raise together)."""
+        self._drop_window = True
+        self.nonfinite["total"] += 1
+        self.nonfinite["in_a_row"] += 1
+        self._batch_stats = {}
+        step = self.global_step + 1
+        log.warning(
+            "step %d: non-finite loss, batch skipped (no update; %d skipped in all, %d in a row)",
+            step,
+            self.nonfinite["total"],
+            self.nonfinite["in_a_row"],
+        )
+        self.log("nonfinite_steps", float(self.nonfinite["total"]), on_step=True, batch_size=size)
+        if self.nonfinite["in_a_row"] >= self.max_nonfinite_steps:
+            raise NonFiniteLoss(
+                f"the loss was NaN or infinite for {self.nonfinite['in_a_row']} batches in a "
+                f"row (max_nonfinite_steps={self.max_nonfinite_steps}); lower learning_rate, "
+                "check the data with `purrsight data check`, or use precision: '32'"
+            )
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Drop the gradients of a window that held a non-finite batch (or that are
+        themselves non-finite) so the optimizer makes no update: AdamW skips parameters
+        without a gradient (no moment update, no weight decay). Under DDP the gradients
+        are already averaged, so every process decides the same."""
+        drop = self._drop_window or not gradients_finite(optimizer)
+        if drop and not self._drop_window:
+            self.nonfinite["total"] += 1
+            log.warning("step %d: non-finite gradient, update skipped", self.global_step + 1)
+        self._drop_window = False
+        if drop:
+            optimizer.zero_grad(set_to_none=True)
 
     def _absent_projectors_term(self, batch: Batch) -> torch.Tensor:
         """0 × the parameters of every projector no row of ``batch`` uses (a scalar)."""
@@ -166,6 +223,8 @@ class Phase2Module(L.LightningModule):
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         seconds = max(time.perf_counter() - self._batch_started, 1e-9)
         stats = self._batch_stats
+        if not stats:  # a skipped (non-finite) batch: counted, not in the loss curve
+            return
         size = int(stats["samples"])
         tokens_per_second = stats["tokens"] / seconds
         self.log("tokens_per_second", tokens_per_second, on_step=True, batch_size=size)
@@ -238,9 +297,11 @@ class Phase2Module(L.LightningModule):
         check_trainable_only(checkpoint["state_dict"])
         checkpoint["rng_states"] = capture_rng_state()
         checkpoint["mlflow_run_id"] = self.mlflow_run_id  # which run trained it
+        checkpoint["nonfinite"] = dict(self.nonfinite)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._pending_rng = checkpoint.get("rng_states")
+        self.nonfinite = dict(checkpoint.get("nonfinite", self.nonfinite))
 
 
 # ----------------------------------------------------------------------------- loss
@@ -271,6 +332,21 @@ def globally_normalised(
     world = torch.distributed.get_world_size()
     loss = local_mean * (local_count.to(local_mean.dtype) * world / global_count)
     return loss, global_sum / global_count
+
+
+def any_rank_nonfinite(value: torch.Tensor) -> bool:
+    """True on every process when ``value`` (a scalar) is NaN/inf on any of them (one
+    all_reduce of a flag: the processes must skip a step together or not at all)."""
+    flag = (~torch.isfinite(value.detach())).float().reshape(1)
+    if is_distributed():
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+    return bool(flag.item() > 0)
+
+
+def gradients_finite(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether every gradient the optimizer would apply is finite."""
+    grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+    return all(bool(torch.isfinite(g).all()) for g in grads)
 
 
 # ----------------------------------------------------------------------------- callbacks

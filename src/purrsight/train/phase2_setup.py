@@ -17,7 +17,8 @@ from typing import Any
 import torch
 
 from purrsight.config import Config, ConfigError
-from purrsight.data.manifest import Sample, read_manifest
+from purrsight.data.bad_samples import BadSamples, read_samples, screen_media
+from purrsight.data.manifest import ManifestError, Sample
 from purrsight.models.llm import resolve_llm_folder
 from purrsight.train.checkpointing import (
     file_sha256,
@@ -246,15 +247,35 @@ def cached_aligned_splits(
     return out
 
 
-def aligned_splits(config: Config, plan: RunPlan):
+def aligned_splits(config: Config, plan: RunPlan, bad: BadSamples | None = None):
     """Read the splits and run them once through the frozen encoders + aligner heads (or
-    take them from the feature cache).
+    take them from the feature cache). ``bad`` (default: ``config.on_bad_sample``) decides
+    about, and records, the samples that cannot be used, before anything is sharded.
     Returns (train samples, train features, val samples, val features, modalities, info)."""
     from purrsight.models.aligner import load_aligner
-    from purrsight.train.phase2_data import used_modalities
+    from purrsight.train.phase2_data import PHASE2_MODALITIES, used_modalities
 
-    train = read_manifest(plan.train_path, config.labels)
-    val = read_manifest(plan.val_path, config.labels) if plan.val_path else []
+    bad = bad if bad is not None else BadSamples(config.on_bad_sample)
+    train, val = [
+        screen_media(
+            read_samples(path, config.labels, bad, name),
+            PHASE2_MODALITIES,
+            config.media,
+            bad,
+            name,
+            need_one=True,
+        )
+        if path
+        else []
+        for name, path in (("train", plan.train_path), ("val", plan.val_path))
+    ]
+    if bad.skipped:
+        log.warning("%s: %s", bad.summary(), ", ".join(s.source for s in bad.skipped[:5]))
+    if not train:
+        raise ManifestError(
+            f"{plan.train_path}: no usable training sample ({len(bad.skipped)} skipped as bad)",
+            "file",
+        )
     modalities = used_modalities([train, val])
     aligner, info = load_aligner(plan.aligner_path)
     missing = [m for m in modalities if m not in aligner.heads]
