@@ -75,10 +75,20 @@ class BadSamples:
         written atomically."""
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        lines = "".join(json.dumps(asdict(s), ensure_ascii=False) + "\n" for s in self.skipped)
+        lines = "".join(json.dumps(asdict(s), ensure_ascii=False) + "\n" for s in self.ordered())
         tmp.write_text(lines, encoding="utf-8")
         os.replace(tmp, path)
         return path
+
+    def ordered(self) -> list[Skipped]:
+        """The skipped samples by split (as met), then file, then line number."""
+        splits = list(dict.fromkeys(s.split for s in self.skipped))
+
+        def key(entry: Skipped) -> tuple[int, str, int]:
+            path, _, line = entry.source.rpartition(":")
+            return splits.index(entry.split), path, int(line) if line.isdigit() else 0
+
+        return sorted(self.skipped, key=key)
 
     def summary(self) -> str:
         return f"{len(self.skipped)} samples skipped (on_bad_sample: {self.policy})"
