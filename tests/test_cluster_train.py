@@ -8,6 +8,7 @@ processes of a job see different numbers of target tokens. Each job is 2 process
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -491,3 +492,117 @@ def test_phase1_under_torchrun_writes_one_aligner_and_one_run(tmp_path, tiny_enc
     assert len(folders) == 1 and printed == {str(folders[0] / "aligner.pt")}, (printed, folders)
     assert len(re.findall(r"\[default\d\]:aligner: ", output)) == 2  # both ranks finished
     assert len(mlflow_runs(tmp_path)) == 1
+
+
+# ----------------------------------------------------------------------------- faults
+
+
+def _train_losses(job: Path, resumed: bool | None = None) -> dict[int, float]:
+    """``train_loss`` (the job's global mean) by optimizer step, from the job's MLflow
+    runs (``resumed``: only the runs that did / did not start from a checkpoint)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=resolve_tracking(str(job / "mlruns"))[0])
+    losses = {}
+    for run in mlflow_runs(job):
+        if resumed is not None and bool(run.data.params.get("run.resume_from")) != resumed:
+            continue
+        for metric in client.get_metric_history(run.info.run_id, "train_loss"):
+            losses[metric.step] = metric.value
+    return losses
+
+
+@pytest.mark.slow
+def test_two_processes_killed_at_a_random_step_and_resumed_match_the_uninterrupted_job(
+    setup,
+) -> None:
+    """A 2-process job of 12 one-step epochs is SIGKILLed (the whole process group) once
+    a ``last.ckpt`` exists, at whatever step it has reached; ``--resume`` on 2 processes
+    continues from that checkpoint and every later step's loss, and the final weights,
+    equal the uninterrupted 2-process job's within 1e-5."""
+    epochs = "num_epochs=12"
+    reference = write_config(setup, "nproc2-reference", epochs)
+    code, output = finish(launch(reference, NPROC="2"))
+    assert code == 0, output[-3000:]
+
+    config = write_config(setup, "nproc2-killed", epochs)
+    last = config.parent / "outputs" / "checkpoints" / "last.ckpt"
+    command = [str(SCRIPT), str(config)]
+    with (config.parent / "killed.out").open("w") as handle:
+        proc = subprocess.Popen(
+            command,
+            cwd=config.parent,
+            env=script_env(NPROC="2"),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: launcher and workers
+        )
+    logs = config.parent / "outputs" / "logs"
+
+    def worker_pids() -> list[int]:
+        found = []
+        for name in ("training.log", "training.rank1.log"):
+            text = (logs / name).read_text() if (logs / name).is_file() else ""
+            found += [
+                int(p) for p in re.findall(r"process \d of 2 \(2 on this node\), pid (\d+)", text)
+            ]
+        return found
+
+    try:
+        _wait_for(lambda: len(worker_pids()) == 2 and last.is_file(), proc, 240, "last.ckpt")
+    finally:
+        # torchrun starts its workers in sessions of their own: kill them by pid, then
+        # the launcher's group. No process gets to run a handler or finish a write.
+        for pid in worker_pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    killed_at = torch.load(last, map_location="cpu", weights_only=True)["global_step"]
+    print(f"killed with last.ckpt at step {killed_at} of 12")
+    code, output = finish(launch(config, "--resume", NPROC="2"))
+    assert code == 0, output[-3000:]
+
+    want, got = _train_losses(reference.parent), _train_losses(config.parent, resumed=True)
+    assert len(want) == 12 and len(got) == 12 - killed_at, (killed_at, want, got)
+    for step, loss in got.items():
+        assert abs(loss - want[step]) <= 1e-5, (killed_at, step, loss, want[step])
+    final = checkpoint_state(reference.parent / "outputs" / "checkpoints" / "last.ckpt")
+    resumed = checkpoint_state(last)
+    diff = max(float((resumed[k] - final[k]).abs().max()) for k in final)
+    print(f"max abs weight difference, resumed vs uninterrupted (2 processes): {diff:.3g}")
+    assert diff <= 1e-5, diff
+
+
+@pytest.mark.slow
+def test_a_nonfinite_loss_on_one_process_is_skipped_by_both(setup) -> None:
+    """An aligner whose audio head gives NaN: only the one sample with audio gets NaN
+    features, so in each epoch one process has a NaN loss and the other a finite one.
+    Both skip the step together (a flag is all-reduced): the weights never change and
+    both processes log the same skipped steps; the job finishes."""
+    root, overrides = setup
+    aligner_dir = root / "alignment-nan" / "tiny"
+    aligner = torch.load(root / "alignment" / "tiny" / "aligner.pt", weights_only=True)
+    for key in aligner:
+        if key.startswith("heads.audio.") and aligner[key].is_floating_point():
+            aligner[key] = torch.full_like(aligner[key], float("nan"))
+    aligner_dir.mkdir(parents=True)
+    torch.save(aligner, aligner_dir / "aligner.pt")
+    meta = root / "alignment" / "tiny" / "aligner.json"
+    (aligner_dir / "aligner.json").write_text(meta.read_text())
+    config = write_config(
+        setup, "nproc2-nan", f"phase1_checkpoint_path={aligner_dir / 'aligner.pt'}"
+    )
+    code, output = finish(launch(config, NPROC="2"))
+    assert code == 0, output[-3000:]
+    logs = config.parent / "outputs" / "logs"
+    for name in ("training.log", "training.rank1.log"):
+        skipped = re.findall(
+            r"step (\d+): non-finite loss, batch skipped", (logs / name).read_text()
+        )
+        assert skipped == ["1", "2", "3"], (name, skipped)
+    last = torch.load(config.parent / "outputs" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 3 and last["nonfinite"]["total"] == 3
+    # LoRA B starts at zero and any update (AdamW) would move it: no step changed a weight.
+    lora_b = [v for k, v in last["state_dict"].items() if "lora_B" in k]
+    assert lora_b and all(float(v.abs().max()) == 0.0 for v in lora_b)
