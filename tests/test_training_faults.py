@@ -298,3 +298,53 @@ def test_skip_decisions_are_the_same_on_every_process(setup) -> None:
         samples = screen_media(samples, ("image", "audio"), MediaConfig(), bad, "train")
         kept.append(([s.id for s in samples], [s.source for s in bad.skipped]))
     assert kept[0] == kept[1] and len(kept[0][0]) == 9 and len(kept[0][1]) == 4
+
+
+def test_phase1_on_bad_sample_skip_and_error(tmp_path, tiny_encoder_dirs) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from purrsight.config import load_config
+    from purrsight.data.demo import generate_demo_dataset
+    from purrsight.data.manifest import ManifestError
+    from purrsight.data.media import MediaError
+    from purrsight.train.phase1 import run_phase1
+    from purrsight.train.tracking import resolve_tracking
+
+    data = tmp_path / "data"
+    generate_demo_dataset(data, n=28, seed=3, image_size=32, audio_seconds=0.5)
+    (data / "noise.wav").write_bytes(random.Random(1).randbytes(500))
+    train = data / "train.jsonl"
+    lines = train.read_text().splitlines()
+    lines.insert(1, json.dumps({"id": "noise", "audio": "noise.wav", "response": "A cat."}))
+    lines.insert(3, "not json")
+    train.write_text("\n".join(lines) + "\n")
+    overrides = [
+        *(f"encoders.{m}={{type: hf, path: {tiny_encoder_dirs[m]}}}" for m in tiny_encoder_dirs),
+        f"phase1.data_dir={data}",
+        f"phase1.output_dir={tmp_path / 'checkpoints'}",
+        "phase1.run_name=skip",
+        "phase1.epochs=1",
+        "phase1.batch_size=4",
+        "phase1.embed_dim=16",
+        "phase1.head_hidden_dim=32",
+        f"mlflow.tracking_uri={tmp_path / 'mlruns'}",
+    ]
+    with pytest.raises(ManifestError, match=rf"^{train}:4: malformed JSON"):
+        run_phase1(load_config(None, overrides))  # error: the first bad line (4) stops it
+    lines.pop(3)
+    train.write_text("\n".join(lines) + "\n")
+    with pytest.raises(MediaError, match=rf"noise\.wav: .*at {train}:2\)"):
+        run_phase1(load_config(None, overrides))  # error: the undecodable audio stops it
+    lines.insert(3, "not json")
+    train.write_text("\n".join(lines) + "\n")
+
+    result = run_phase1(load_config(None, [*overrides, "on_bad_sample=skip"]))
+    skipped = [json.loads(x) for x in (result.run_dir / "skipped_samples.jsonl").open()]
+    assert [(s["source"], s["kind"]) for s in skipped] == [
+        (f"{train}:2", "undecodable_media"),
+        (f"{train}:4", "malformed_json"),
+    ]
+    client = MlflowClient(tracking_uri=resolve_tracking(str(tmp_path / "mlruns"))[0])
+    (run,) = client.search_runs([client.get_experiment_by_name("purrsight").experiment_id])
+    assert run.data.metrics["skipped_samples"] == 2.0
+    assert "skipped_samples.jsonl" in {a.path for a in client.list_artifacts(run.info.run_id)}
