@@ -497,19 +497,16 @@ def test_phase1_under_torchrun_writes_one_aligner_and_one_run(tmp_path, tiny_enc
 # ----------------------------------------------------------------------------- faults
 
 
-def _train_losses(job: Path, resumed: bool | None = None) -> dict[int, float]:
-    """``train_loss`` (the job's global mean) by optimizer step, from the job's MLflow
-    runs (``resumed``: only the runs that did / did not start from a checkpoint)."""
+def _train_losses(job: Path) -> dict[int, float]:
+    """``train_loss`` (the job's global mean) by MLflow step over the job's runs; where a
+    step was logged twice (before a kill and again after the resume) the later value."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=resolve_tracking(str(job / "mlruns"))[0])
-    losses = {}
+    metrics = []
     for run in mlflow_runs(job):
-        if resumed is not None and bool(run.data.params.get("run.resume_from")) != resumed:
-            continue
-        for metric in client.get_metric_history(run.info.run_id, "train_loss"):
-            losses[metric.step] = metric.value
-    return losses
+        metrics += client.get_metric_history(run.info.run_id, "train_loss")
+    return {m.step: m.value for m in sorted(metrics, key=lambda m: m.timestamp)}
 
 
 @pytest.mark.slow
@@ -518,8 +515,8 @@ def test_two_processes_killed_at_a_random_step_and_resumed_match_the_uninterrupt
 ) -> None:
     """A 2-process job of 12 one-step epochs is SIGKILLed (the whole process group) once
     a ``last.ckpt`` exists, at whatever step it has reached; ``--resume`` on 2 processes
-    continues from that checkpoint and every later step's loss, and the final weights,
-    equal the uninterrupted 2-process job's within 1e-5."""
+    continues from that checkpoint (and the same MLflow run) and every later step's loss,
+    and the final weights, equal the uninterrupted 2-process job's within 1e-5."""
     epochs = "num_epochs=12"
     reference = write_config(setup, "nproc2-reference", epochs)
     code, output = finish(launch(reference, NPROC="2"))
@@ -563,8 +560,11 @@ def test_two_processes_killed_at_a_random_step_and_resumed_match_the_uninterrupt
     code, output = finish(launch(config, "--resume", NPROC="2"))
     assert code == 0, output[-3000:]
 
-    want, got = _train_losses(reference.parent), _train_losses(config.parent, resumed=True)
-    assert len(want) == 12 and len(got) == 12 - killed_at, (killed_at, want, got)
+    # One MLflow run: the resumed job continued the one the killed job started.
+    (run,) = mlflow_runs(config.parent)
+    assert run.info.status == "FINISHED" and f"resume_step_{killed_at}" in run.data.tags
+    want, got = _train_losses(reference.parent), _train_losses(config.parent)
+    assert sorted(want) == sorted(got) and len(want) == 12, (killed_at, want, got)
     for step, loss in got.items():
         assert abs(loss - want[step]) <= 1e-5, (killed_at, step, loss, want[step])
     final = checkpoint_state(reference.parent / "outputs" / "checkpoints" / "last.ckpt")

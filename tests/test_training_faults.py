@@ -172,9 +172,21 @@ def test_interrupted_at_a_random_step_resumes_exactly(setup, llama) -> None:
     """SIGTERM after a step drawn at random (1-5, printed on failure), resume from the
     emergency checkpoint: steps and losses equal the uninterrupted run's, bit for bit
     up to 1e-6 (one process, CPU)."""
+    from mlflow.tracking import MlflowClient
+
+    from purrsight.train.tracking import resolve_tracking
+
+    root, _ = setup
     overrides, reference, _ = llama
     step = random.Random().randint(1, 5)
-    config = _config(setup, f"random-{step}", *overrides)
+    tracking = root / f"mlruns-random-{step}"
+    config = _config(
+        setup,
+        f"random-{step}",
+        *overrides,
+        "mlflow.enabled=true",
+        f"mlflow.tracking_uri={tracking}",
+    )
     sigterm = _SigtermAt(step=step)
     with pytest.raises(TrainingInterrupted) as stopped:
         run_phase2(config, callbacks=[sigterm])
@@ -185,6 +197,15 @@ def test_interrupted_at_a_random_step_resumes_exactly(setup, llama) -> None:
     for got, want in zip(history, reference.history, strict=True):
         assert got["loss"] == want["loss"], (step, got, want)  # exact
         assert got["lr"] == want["lr"], (step, got, want)
+    # The resumed run continued the interrupted one's MLflow run: one curve, 6 steps.
+    client = MlflowClient(tracking_uri=resolve_tracking(str(tracking))[0])
+    (run,) = client.search_runs([client.get_experiment_by_name("phase2-test").experiment_id])
+    assert run.info.run_id == resumed.mlflow_run_id and run.info.status == "FINISHED"
+    assert f"resume_step_{step}" in run.data.tags
+    curve = client.get_metric_history(run.info.run_id, "train_loss")
+    assert [round(m.value, 6) for m in sorted(curve, key=lambda m: m.step)] == [
+        round(h["loss"], 6) for h in reference.history
+    ]
 
 
 # ----------------------------------------------------------------------------- bad samples

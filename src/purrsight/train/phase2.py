@@ -195,11 +195,12 @@ def _run(
         remove_stale_temps(out / "checkpoints")
         if plan.resume_path is None:
             archive_previous_run(out / "checkpoints")
+    continued = _continued_run_id(config, out, plan)
     trainer, checkpoint_cb, emergency_cb, logger = _make_trainer(
-        config, out, debug, callbacks, world, local
+        config, out, debug, callbacks, world, local, continued
     )
     if logger:
-        _log_run_start(logger, config, out, plan, model, steps)
+        _log_run_start(logger, config, out, plan, model, steps, continued)
         log_skipped(logger, bad, skipped_file)
         _run_id_file(out).write_text(logger.run_id, encoding="utf-8")
         module.mlflow_run_id = logger.run_id  # the other ranks get it in module.setup
@@ -347,8 +348,17 @@ def _make_module(config: Config, model, steps: int, hparams: dict[str, Any]):
     return Phase2Module(model, optim, config.log_every_n_steps, hparams, config.max_nonfinite_steps)
 
 
-def _make_trainer(config: Config, out: Path, debug: bool, callbacks, world: int, local: int):
-    """Trainer + its checkpoint callbacks + the MLflow logger (rank 0 only, else None)."""
+def _make_trainer(
+    config: Config,
+    out: Path,
+    debug: bool,
+    callbacks,
+    world: int,
+    local: int,
+    run_id: str | None = None,
+):
+    """Trainer + its checkpoint callbacks + the MLflow logger (rank 0 only, else None);
+    ``run_id``: an MLflow run to continue instead of starting one."""
     import warnings
 
     import lightning as L
@@ -380,13 +390,10 @@ def _make_trainer(config: Config, out: Path, debug: bool, callbacks, world: int,
     logger = None
     if config.mlflow.enabled and is_rank_zero():
         # One MLflow run per job, created by rank 0 only (two processes creating one SQLite
-        # store race); a restarted job continues the run it started.
+        # store race); a restarted or resumed job continues its run.
         run_name = f"phase2-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
         logger = make_logger(
-            config.mlflow.tracking_uri,
-            config.mlflow.experiment_name,
-            run_name,
-            run_id=_restarted_run_id(out),
+            config.mlflow.tracking_uri, config.mlflow.experiment_name, run_name, run_id=run_id
         )
     distributed = world > 1
     trainer = L.Trainer(
@@ -562,13 +569,51 @@ def _restarted_run_id(out: Path) -> str | None:
     return None
 
 
-def _log_run_start(logger, config: Config, out: Path, plan: RunPlan, model, steps: int) -> None:
+def _continued_run_id(config: Config, out: Path, plan: RunPlan) -> str | None:
+    """The MLflow run this job continues (rank 0, MLflow on): the one a launcher restart
+    left in ``logs/mlflow_run_id``, or the run that wrote the ``--resume`` checkpoint when
+    that run is in this store and experiment. None: a new run."""
+    if not (config.mlflow.enabled and is_rank_zero()):
+        return None
+    restarted = _restarted_run_id(out)
+    if restarted or plan.resume_path is None:
+        return restarted
+    from purrsight.train.checkpointing import read_checkpoint
+
+    run_id = read_checkpoint(plan.resume_path).get("mlflow_run_id")
+    if not run_id:
+        return None
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from purrsight.train.tracking import resolve_tracking
+
+    client = MlflowClient(tracking_uri=resolve_tracking(config.mlflow.tracking_uri)[0])
+    try:
+        experiment = client.get_experiment(client.get_run(run_id).info.experiment_id)
+    except MlflowException:
+        experiment = None
+    if experiment is None or experiment.name != config.mlflow.experiment_name:
+        log.info("the checkpoint's MLflow run %s is not in this store: a new run", run_id)
+        return None
+    log.info("continuing the checkpoint's MLflow run %s", run_id)
+    return run_id
+
+
+def _log_run_start(
+    logger, config: Config, out: Path, plan: RunPlan, model, steps: int, continued: str | None
+) -> None:
     """Flattened config + run facts as MLflow params; the resolved config as an artifact.
-    A restarted job's run already has its params (MLflow refuses changing one): it gets a
-    ``restart_<k>`` tag naming the checkpoint it continued from instead."""
-    if restart_count() and logger.run_id == _restarted_run_id(out):
+    A continued run already has its params (MLflow refuses changing one): it gets a
+    ``restart_<k>`` (launcher restart) or ``resume_step_<n>`` (``--resume``) tag naming the
+    checkpoint it continued from instead."""
+    if continued is not None and logger.run_id == continued:
         where = str(plan.resume_path) if plan.resume_path else "the start"
-        logger.experiment.set_tag(logger.run_id, f"restart_{restart_count()}", where)
+        if restart_count():
+            tag = f"restart_{restart_count()}"
+        else:
+            tag = f"resume_step_{read_checkpoint_step(plan.resume_path)}"
+        logger.experiment.set_tag(logger.run_id, tag, where)
         return
     config_file = out / "logs" / "config.yaml"
     dump_config(config, config_file)
@@ -582,6 +627,13 @@ def _log_run_start(logger, config: Config, out: Path, plan: RunPlan, model, step
     }
     logger.log_hyperparams(params)
     logger.experiment.log_artifact(logger.run_id, str(config_file))
+
+
+def read_checkpoint_step(path: Path | None) -> int:
+    """The optimizer step a checkpoint was written at (0 for none)."""
+    from purrsight.train.checkpointing import read_checkpoint
+
+    return int(read_checkpoint(path).get("global_step", 0)) if path else 0
 
 
 def _log_run_end(logger, config: Config, out: Path, metrics: dict[str, float]) -> None:
