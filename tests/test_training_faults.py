@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -206,6 +207,42 @@ def test_interrupted_at_a_random_step_resumes_exactly(setup, llama) -> None:
     assert [round(m.value, 6) for m in sorted(curve, key=lambda m: m.step)] == [
         round(h["loss"], 6) for h in reference.history
     ]
+
+
+class _SigtermAfterBatch(Callback):
+    """SIGTERM to this process after its ``n``-th training batch (steps or not)."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.seen, self.module = n, 0, None
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self.module = pl_module
+
+    def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+        self.seen += 1
+        if self.seen == self.n:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_interrupted_mid_accumulation_resumes_exactly(setup, llama) -> None:
+    """accumulate_grad_batches=2 (3 batches an epoch: steps after batches 2, 3, 5, 6).
+    SIGTERM after batch 4, half-way through a window: the window's summed gradient is
+    lost, so resume redoes batch 4 with the same dropout masks, and every later batch's
+    loss equals the uninterrupted run's exactly."""
+    overrides, _, _ = llama
+    accumulate = [*overrides, "accumulate_grad_batches=2"]
+    reference = run_phase2(_config(setup, "accumulate-reference", *accumulate))
+    assert [h["step"] for h in reference.history] == [0, 1, 2, 2, 3, 4]  # batch 4: no step
+    config = _config(setup, "accumulate-interrupted", *accumulate)
+    sigterm = _SigtermAfterBatch(4)
+    with pytest.raises(TrainingInterrupted) as stopped:
+        run_phase2(config, callbacks=[sigterm])
+    assert stopped.value.checkpoint.name == "emergency-step=2.ckpt"
+    resumed = run_phase2(config, resume=str(stopped.value.checkpoint))
+    assert len(resumed.history) == 3  # batches 4 (again), 5, 6
+    for got, want in zip(resumed.history, reference.history[3:], strict=True):
+        assert (got["step"], got["loss"], got["lr"]) == (want["step"], want["loss"], want["lr"])
+    assert sigterm.module.history[3]["loss"] == reference.history[3]["loss"]
 
 
 # ----------------------------------------------------------------------------- bad samples

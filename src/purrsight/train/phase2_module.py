@@ -98,6 +98,8 @@ class Phase2Module(L.LightningModule):
         self.nonfinite = {"total": 0, "in_a_row": 0}
         """Batches skipped for a non-finite loss: all of them, and the current streak."""
         self._drop_window = False  # a non-finite batch in this accumulation window
+        self.window_start: tuple[int, int, dict[str, Any]] | None = None
+        """(epoch, batch index, RNG state) at the start of the current accumulation window."""
         # Not sent to the logger: the flattened config is logged as MLflow params instead.
         self.save_hyperparameters({**hparams, "format": CHECKPOINT_FORMAT}, logger=False)
         self.history: list[dict[str, float]] = []
@@ -218,6 +220,10 @@ class Phase2Module(L.LightningModule):
             # logger) may draw random numbers an uninterrupted run never drew.
             restore_rng_state(self._pending_rng)
             self._pending_rng = None
+        if batch_idx % self.trainer.accumulate_grad_batches == 0:
+            # Where an emergency checkpoint taken before this window's optimizer step
+            # rewinds to: the window's batches are redone with the same dropout masks.
+            self.window_start = (self.current_epoch, batch_idx, capture_rng_state())
         self._batch_started = time.perf_counter()
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -386,18 +392,27 @@ class EmergencyCheckpoint(Callback):
             log.warning("stopped before the first optimizer step: no emergency checkpoint")
             return
         loader = trainer.train_dataloader
+        # A batch that failed before its optimizer step was handed out but not learned
+        # from: resume must start with it again. "processed" (not "completed") because a
+        # failure in on_train_batch_end comes after the step, and Lightning then counts
+        # that batch as done when it restarts. Batches of an accumulation window whose
+        # step never came are redone too (their summed gradients are lost).
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        partial = done % trainer.accumulate_grad_batches
+        if done >= trainer.num_training_batches:  # the epoch's last batch always steps
+            partial = 0
         if isinstance(loader, ResumableDataLoader):
-            # A batch that failed before its optimizer step was handed out but not learned
-            # from: resume must start with it again. "processed" (not "completed") because a
-            # failure in on_train_batch_end comes after the step, and Lightning then counts
-            # that batch as done when it restarts.
-            done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
-            loader.rewind_to(done)
+            loader.rewind_to(done - partial)
         path = emergency_path(self.dirpath, step)
         try:
             with _worker_deaths_ignored():
                 checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
                 _mark_between_epochs(checkpoint["loops"])
+                if partial:
+                    _rewind_batches(checkpoint["loops"], partial)
+                window = getattr(pl_module, "window_start", None)
+                if window is not None and window[:2] == (trainer.current_epoch, done - partial):
+                    checkpoint["rng_states"] = window[2]  # as the redone window first began
                 if trainer.is_global_zero:
                     atomic_torch_save(checkpoint, path)
         except Exception:  # noqa: BLE001 - never hide the original failure behind this one
@@ -425,6 +440,17 @@ def _mark_between_epochs(loops: dict[str, Any]) -> None:
     for tracker in trackers:
         tracker["current"] = {key: 0 for key in tracker["current"]}
     fit["epoch_loop.batch_progress"]["is_last_batch"] = False
+
+
+def _rewind_batches(loops: dict[str, Any], count: int) -> None:
+    """Count the last ``count`` batches of the epoch as never run (an accumulation window
+    interrupted before its optimizer step): resume hands them out again, with the same
+    batch indices, so the window's step falls where it would have."""
+    progress = loops["fit_loop"]["epoch_loop.batch_progress"]
+    for part in ("current", "total"):
+        done = progress[part]["processed"] - count
+        progress[part] = {key: max(0, done) for key in progress[part]}
+    progress["is_last_batch"] = False
 
 
 @contextlib.contextmanager
