@@ -18,9 +18,12 @@ are freed), then the LLM, then Lightning. Writes, under ``output_dir``::
     checkpoints/last.ckpt                                every epoch end
     checkpoints/emergency-step=<n>.ckpt                  on an error, SIGTERM or Ctrl+C
     logs/training.log, logs/config.yaml, logs/preview.json
+    logs/skipped_samples.jsonl                           on_bad_sample: skip (every one)
 
 and one MLflow run (params: the flattened config; metrics: train_loss, lr,
-tokens_per_second, samples_per_second, val_loss; artifacts: config.yaml, training.log).
+tokens_per_second, samples_per_second, val_loss, nonfinite_steps, skipped_samples;
+artifacts: config.yaml, training.log, skipped_samples.jsonl). ``--resume`` continues the
+checkpoint's run when it is in the configured store.
 """
 
 from __future__ import annotations

@@ -352,7 +352,10 @@ def any_rank_nonfinite(value: torch.Tensor) -> bool:
 def gradients_finite(optimizer: torch.optim.Optimizer) -> bool:
     """Whether every gradient the optimizer would apply is finite."""
     grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-    return all(bool(torch.isfinite(g).all()) for g in grads)
+    if not grads:
+        return True
+    # One flag per tensor, then one host sync (not one per tensor on a GPU).
+    return bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
 
 
 # ----------------------------------------------------------------------------- callbacks
