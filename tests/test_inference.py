@@ -407,3 +407,20 @@ def test_cli_errors_are_one_line(bundle, tmp_path, capsys) -> None:
     assert err == f"error: {missing}: file not found"
     assert main(["predict", "--model", str(tmp_path)]) == 2
     assert "not a Purr-Sight bundle" in capsys.readouterr().err
+
+
+def test_tree_scoring_equals_flat_scoring(predictor, media) -> None:
+    """The arousal x label tree scores the same tokens as the flat list of all pairs."""
+    from purrsight.inference.predictor import NO_EVIDENCE_PREFIX
+    from purrsight.inference.scoring import score_option_pairs, score_options
+
+    prepared = [predictor.prepare(image=media["image"]), predictor.prepare(audio=media["audio"])]
+    items = predictor._items(prepared)
+    model, tokenizer = predictor.bundle.model, predictor.bundle.tokenizer
+    firsts = ['low","emotion":"', 'high","emotion":"']
+    seconds = [f'{label}","' for label in predictor.labels]
+    tree = score_option_pairs(model, tokenizer, items, NO_EVIDENCE_PREFIX, firsts, seconds)
+    flat = score_options(
+        model, tokenizer, items, [NO_EVIDENCE_PREFIX] * 2, [a + b for a in firsts for b in seconds]
+    )
+    torch.testing.assert_close(tree.flatten(1), flat, atol=1e-4, rtol=0)

@@ -129,7 +129,6 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> LoadedB
             (base LLM, aligner) is not the one the bundle was made with.
     """
     from safetensors.torch import load_file
-
     from transformers.utils import logging as hf_logging
 
     folder = Path(path)

@@ -63,7 +63,7 @@ from purrsight.inference.bundle import LoadedBundle, load_bundle
 from purrsight.inference.errors import BundleError, InputError
 from purrsight.inference.generate import build_items, generate_texts
 from purrsight.inference.report_parse import parse_report
-from purrsight.inference.scoring import score_options
+from purrsight.inference.scoring import score_option_pairs, score_options
 from purrsight.report import (
     UNSURE,
     VET_ADVICE,
@@ -308,11 +308,24 @@ class Predictor:
         self, prepared: Sequence[Prepared]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Label scoring without generation: ([b, L] label probabilities, [b, 3] arousal
-        probabilities low/medium/high), from the no-evidence answer prefix."""
-        labels = self.labels
-        options = [f'{a}","emotion":"{label}{_AFTER_LABEL}' for a in AROUSALS for label in labels]
-        scores = self._score(prepared, [NO_EVIDENCE_PREFIX] * len(prepared), options)
-        joint = scores.softmax(dim=-1).view(len(prepared), len(AROUSALS), len(labels))
+        probabilities low/medium/high), from the no-evidence answer prefix. A report
+        writes its arousal before its emotion, so both are scored jointly (a tree: each
+        arousal once, each label on top of it) and each marginalised."""
+        firsts = [f'{a}","emotion":"' for a in AROUSALS]
+        seconds = [f"{label}{_AFTER_LABEL}" for label in self.labels]
+        items = self._items(prepared)
+        chunks = [
+            score_option_pairs(
+                self.bundle.model,
+                self.bundle.tokenizer,
+                items[start : start + SCORE_BATCH],
+                NO_EVIDENCE_PREFIX,
+                firsts,
+                seconds,
+            )
+            for start in range(0, len(items), SCORE_BATCH)
+        ]
+        joint = torch.cat(chunks).flatten(1).softmax(dim=-1).view(-1, len(firsts), len(seconds))
         return joint.sum(dim=1), joint.sum(dim=2)
 
     # ------------------------------------------------------------------ internals

@@ -130,3 +130,132 @@ def score_options(
         later = logp[:, :-1].gather(2, cand[:, 1:, None]).squeeze(2)  # [b*n, c-1]
         scores = scores + (later * cand_mask[:, 1:]).sum(dim=1)
     return scores.view(len(items), n).cpu()
+
+
+def _common_length(seqs: Sequence[Sequence[int]]) -> int:
+    """Length of the longest common prefix of ``seqs``."""
+    n = 0
+    while all(len(s) > n for s in seqs) and len({s[n] for s in seqs}) == 1:
+        n += 1
+    return n
+
+
+def _pad(rows: Sequence[Sequence[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded [r, c] ids and their 0/1 mask."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(list(r), dtype=torch.long)
+        mask[i, : len(r)] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _token_logprobs(first: torch.Tensor, logp: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor):
+    """Sum of log-probs of each row's real tokens: the first from ``first`` [r, v] (the
+    position before the block), the rest from ``logp`` [r, c, v] of the block itself."""
+    scores = first.gather(1, ids[:, :1]).squeeze(1)
+    if ids.shape[1] > 1:
+        later = logp[:, :-1].gather(2, ids[:, 1:, None]).squeeze(2)
+        scores = scores + (later * mask[:, 1:]).sum(dim=1)
+    return scores
+
+
+@torch.no_grad()
+def score_option_pairs(
+    model: MultimodalLLM,
+    tokenizer: Any,
+    items: Sequence[dict[str, Any]],
+    prefix: str,
+    firsts: Sequence[str],
+    seconds: Sequence[str],
+) -> torch.Tensor:
+    """[b, n1, n2] joint log-likelihood of ``prefix + firsts[i] + seconds[j]`` after each
+    prompt, computed as a tree: the prompt once, each ``firsts`` continuation once, each
+    ``seconds`` continuation on top of its ``first``'s cache. Equal to
+    :func:`score_options` over all ``n1 * n2`` concatenations (the same tokens are scored),
+    at a fraction of the tokens.
+    """
+    n1, n2 = len(firsts), len(seconds)
+    full = [[_ids(tokenizer, prefix + a + b) for b in seconds] for a in firsts]
+    shared = _common_length([s for group in full for s in group])
+    group_len = [_common_length(group) for group in full]
+    level1 = [group[0][shared:g] for group, g in zip(full, group_len, strict=True)]
+    level2 = [s[g:] for group, g in zip(full, group_len, strict=True) for s in group]
+    if any(not r for r in level1) or any(not r for r in level2):
+        # A degenerate tree (an option's tokens merge into the next level): score flat.
+        flat = [a + b for a in firsts for b in seconds]
+        return score_options(model, tokenizer, items, [prefix] * len(items), flat).view(
+            len(items), n1, n2
+        )
+    b = len(items)
+    pad = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+    device = next(model.parameters()).device
+    extra = torch.tensor(full[0][0][:shared], dtype=torch.long)
+    extended = [
+        {
+            **item,
+            "input_ids": torch.cat([item["input_ids"], extra]),
+            "labels": torch.cat([item["labels"], torch.full_like(extra, -100)]),
+        }
+        for item in items
+    ]
+    batch = collate(extended, pad, padding_side="left").to(device)
+    was_training = model.training
+    model.eval()
+    try:
+        embeds = model.embed(
+            batch.input_ids, batch.features, batch.present, batch.placeholder_positions
+        )
+        mask = batch.attention_mask
+        positions = position_ids_from_mask(mask)
+        out = model.llm(
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # [b, v]
+        cache_kwargs = model._cache_kwargs(out)
+        cache = next(iter(cache_kwargs.values()))
+        # Level 1: [b * n1] rows, each sample's prompt cache repeated.
+        cache.batch_repeat_interleave(n1)
+        ids1, mask1 = _pad(level1 * b, pad, device)
+        lens1 = mask1.sum(dim=1)  # [b*n1]
+        mask_p1 = mask.repeat_interleave(n1, dim=0)
+        last_pos = positions[:, -1:].repeat_interleave(n1, dim=0)  # [b*n1, 1]
+        pos1 = last_pos + 1 + torch.arange(ids1.shape[1], device=device)
+        full_mask1 = torch.cat([mask_p1, mask1], dim=1)
+        out1 = model.llm(
+            input_ids=ids1,
+            attention_mask=full_mask1,
+            position_ids=pos1,
+            use_cache=True,
+            **cache_kwargs,
+        )
+        logp1 = torch.log_softmax(out1.logits.float(), dim=-1)  # [b*n1, c1, v]
+        score1 = _token_logprobs(first.repeat_interleave(n1, dim=0), logp1, ids1, mask1)
+        # Each row's distribution after its last real level-1 token starts level 2.
+        after1 = logp1[torch.arange(len(lens1), device=device), lens1 - 1]  # [b*n1, v]
+        # Level 2: [b * n1 * n2] rows on top of each level-1 row.
+        cache.batch_repeat_interleave(n2)
+        ids2, mask2 = _pad(level2 * b, pad, device)
+        pos2 = (last_pos + 1 + lens1[:, None]).repeat_interleave(n2, dim=0) + torch.arange(
+            ids2.shape[1], device=device
+        )
+        # Level-1 padding columns sit between the two blocks: masked out, never attended.
+        full_mask2 = torch.cat([full_mask1.repeat_interleave(n2, dim=0), mask2], dim=1)
+        out2 = model.llm(
+            input_ids=ids2,
+            attention_mask=full_mask2,
+            position_ids=pos2,
+            use_cache=True,
+            **cache_kwargs,
+        )
+        logp2 = torch.log_softmax(out2.logits.float(), dim=-1)
+        score2 = _token_logprobs(after1.repeat_interleave(n2, dim=0), logp2, ids2, mask2)
+    finally:
+        model.train(was_training)
+    joint = score1.repeat_interleave(n2) + score2  # [b*n1*n2]
+    return joint.view(b, n1, n2).cpu()
