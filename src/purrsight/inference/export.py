@@ -127,6 +127,9 @@ def export_bundle(
             f"{checkpoint_path}: it was trained with the aligner {aligner_path} "
             f"(sha256 {meta['aligner']['sha256'][:12]}…), which is gone or changed"
         )
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # no "Loading weights" bars in job logs
     model, tokenizer, config = model_from_checkpoint(checkpoint)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
