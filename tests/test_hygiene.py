@@ -20,6 +20,11 @@ LIBRARY_MODULES = [
     "purrsight.data.demo",
     "purrsight.data.instruction",
     "purrsight.data.features",
+    "purrsight.inference.predictor",
+    "purrsight.inference.export",
+    "purrsight.inference.evaluate",
+    "purrsight.inference.plots",
+    "purrsight.inference.commands",
 ]
 
 

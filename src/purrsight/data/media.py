@@ -12,8 +12,8 @@ from __future__ import annotations
 import io
 import math
 import warnings
-from fractions import Fraction
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import BinaryIO
 

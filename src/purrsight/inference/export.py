@@ -189,7 +189,7 @@ def _write(
     sizes: dict[str, float] = {}
     if quantize is None and not merge_lora:
         llm_info["kind"] = "adapter"
-        # PEFT's own format: PeftModel.from_pretrained(base, folder) also reads it.
+        # PEFT's own format: any PEFT tooling loads the adapter onto the same base LLM.
         model.llm.save_pretrained(str(folder), safe_serialization=True)
         (folder / "README.md").unlink(missing_ok=True)  # PEFT's empty model card template
         for name in (ADAPTER_FILE, ADAPTER_CONFIG):
