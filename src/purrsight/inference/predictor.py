@@ -218,7 +218,8 @@ class Predictor:
         self, requests: Sequence[dict[str, Any]], *, mode: Mode = "report"
     ) -> list[Prediction]:
         """One prediction per request dict (keys ``image``, ``audio``, ``video``, ``text``,
-        each optional), in order. Encoders, scoring and generation run batched.
+        each optional), in order. Label scoring and generation run batched (4 and 8 prompts
+        at a time); each request's media is decoded and encoded on its own.
 
         Raises on the first bad request (MediaError / InputError), before any model work.
         """
