@@ -1,6 +1,8 @@
 """Predict latency on this CPU: label scoring vs the full report, fp32 vs int8.
 
     python benchmarks/predict_latency.py --checkpoint outputs/checkpoints/last.ckpt
+    python benchmarks/predict_latency.py --checkpoint last.ckpt --fp32 outputs/demo/bundle \
+        --data data/demo/test.jsonl
     python benchmarks/predict_latency.py --fp32 outputs/demo/bundle --int8 outputs/bench/int8 \
         --data data/demo/test.jsonl --json
 
@@ -119,10 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     fp32_dir, int8_dir = args.fp32, args.int8
     if args.checkpoint:
         work = Path(args.work)
-        fp32_dir = fp32_dir or str(work / "fp32")
-        int8_dir = int8_dir or str(work / "int8")
-        export_bundle(args.checkpoint, fp32_dir)
-        export_bundle(args.checkpoint, int8_dir, quantize="int8")
+        if not fp32_dir:  # a bundle given on the command line is used as it is
+            fp32_dir = str(work / "fp32")
+            export_bundle(args.checkpoint, fp32_dir)
+        if not int8_dir:
+            int8_dir = str(work / "int8")
+            export_bundle(args.checkpoint, int8_dir, quantize="int8")
     if not fp32_dir or not int8_dir:
         parser.error("give --checkpoint, or both --fp32 and --int8")
     predictors = {"fp32": Predictor.from_bundle(fp32_dir), "int8": Predictor.from_bundle(int8_dir)}

@@ -116,7 +116,7 @@ def _phase2_stage(
 
 # Free generation in the bundle's evaluation: the first N test samples of each modality
 # subset (stage 4 already generated a report for every test sample with the same model).
-DEMO_EVAL_GENERATE = 7
+DEMO_EVAL_GENERATE = 4
 
 
 def _evaluate_stage(config: Config, checkpoint: Path | None) -> dict[str, Any]:
