@@ -106,6 +106,7 @@ def quantize_int8(module: nn.Module) -> nn.Module:
     with warnings.catch_warnings():
         # torch announces the move of eager quantization to torchao; the API still works.
         warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", ".*quantized tensor creation functions.*")
         return quantize_dynamic(module, {nn.Linear}, dtype=torch.qint8)
 
 
@@ -167,7 +168,10 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> LoadedB
             int8_path = folder / INT8_FILE
             if not int8_path.is_file():
                 raise BundleError(f"{int8_path}: the bundle's int8 weights are missing")
-            state = torch.load(int8_path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():
+                # Packed int8 weights still go through TypedStorage inside torch.load.
+                warnings.filterwarnings("ignore", ".*TypedStorage is deprecated.*")
+                state = torch.load(int8_path, map_location="cpu", weights_only=True)
             _load_strict(model.llm, state, int8_path)
     model.to(device).eval()
     return LoadedBundle(folder, info, model, tokenizer, aligner.to(device))
