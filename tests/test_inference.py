@@ -336,6 +336,10 @@ def test_a_valid_generation_keeps_its_text_and_gets_scored_confidence(predictor,
     prediction = predictor._generated_prediction(prepared, result, scores.softmax(-1)[0])
     report = prediction.report
     assert report.evidence.ears == "flattened" and report.arousal == "high"
+    # A photo alone cannot show a hiss: the cue is dropped, and that is recorded.
+    assert report.evidence.vocalization is None
+    assert "dropped vocalization (no audio given)" in prediction.repairs
+    assert prediction.status == "repaired"
     assert report.confidence != 0.99  # the written number is not the confidence
     assert report.confidence == pytest.approx(max(prediction.probabilities.values()), abs=1e-4)
     if report.emotion == "fearful":

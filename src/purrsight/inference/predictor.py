@@ -411,8 +411,10 @@ class Predictor:
             # when it names the emotion the report now gives.
             repairs.append(f"emotion {generated.emotion!r} rescored as {emotion!r}")
             summary, advice = self._templated(emotion, probs)
+        evidence, dropped = _observable(generated.evidence, p.features)
+        repairs += [f"dropped {cue} (no {CUE_MODALITY[cue]} given)" for cue in dropped]
         report = self._finish(
-            evidence=generated.evidence,
+            evidence=evidence,
             arousal=generated.arousal,
             emotion=emotion,
             confidence=confidence,
@@ -422,7 +424,8 @@ class Predictor:
             modalities=p.modalities,
             probabilities=probabilities,
         )
-        return Prediction(report, probabilities, result.status, None, result.raw, tuple(repairs))
+        status: Status = "repaired" if repairs else result.status
+        return Prediction(report, probabilities, status, None, result.raw, tuple(repairs))
 
     def _labels_prediction(
         self, p: Prepared, probs: torch.Tensor, arousal: torch.Tensor, status: Status
@@ -521,6 +524,28 @@ class Predictor:
         """Encoder features [n, d_m] → aligned unit vectors [n, e] (float32, CPU)."""
         head = self.bundle.aligner.heads[modality]
         return head(features.to(next(head.parameters()).device)).float().cpu()
+
+
+# Which input each evidence cue needs: a cue the model could not perceive is not evidence.
+CUE_MODALITY = {
+    "ears": "image",
+    "eyes": "image",
+    "tail": "image",
+    "posture": "image",
+    "vocalization": "audio",
+}
+
+
+def _observable(
+    evidence: Evidence, features: dict[str, torch.Tensor]
+) -> tuple[Evidence, list[str]]:
+    """``evidence`` with cues of absent inputs set to null (the model sometimes writes a
+    vocalization for a silent photo), and the names of the cues dropped."""
+    values = evidence.model_dump()
+    dropped = [c for c, m in CUE_MODALITY.items() if m not in features and values[c] is not None]
+    for cue in dropped:
+        values[cue] = None
+    return Evidence(**values), dropped
 
 
 def _request_kwargs(request: dict[str, Any]) -> dict[str, Any]:
