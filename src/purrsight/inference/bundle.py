@@ -98,16 +98,29 @@ def write_manifest(folder: Path, info: dict[str, Any]) -> Path:
     return path
 
 
-def quantize_int8(module: nn.Module) -> nn.Module:
-    """Dynamic int8 quantization of every ``nn.Linear`` (weights int8, activations
-    quantized per batch at run time): CPU inference with ~4x smaller linear layers."""
-    from torch.ao.quantization import quantize_dynamic
+# Linear layers left in fp32 by ``--quantize int8``, by name suffix. Measured on the demo
+# model (SmolLM2-135M, label scoring on 6 test samples vs fp32): quantizing every layer
+# agreed on 0 of 6 labels, leaving only ``down_proj`` in fp32 on 6 of 6 (largest
+# probability change 0.16). The MLP's down projection reads the few huge activation
+# channels small LLMs have, which one int8 scale per tensor cannot hold.
+INT8_SKIP = ("down_proj",)
 
+
+def quantize_int8(module: nn.Module, skip: tuple[str, ...] = INT8_SKIP) -> nn.Module:
+    """Dynamic int8 quantization of the ``nn.Linear`` layers whose names do not end in
+    ``skip`` (weights int8, activations quantized per batch at run time)."""
+    from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
+
+    chosen = {
+        name: default_dynamic_qconfig
+        for name, layer in module.named_modules()
+        if isinstance(layer, nn.Linear) and not name.endswith(tuple(skip))
+    }
     with warnings.catch_warnings():
         # torch announces the move of eager quantization to torchao; the API still works.
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.filterwarnings("ignore", ".*quantized tensor creation functions.*")
-        return quantize_dynamic(module, {nn.Linear}, dtype=torch.qint8)
+        return quantize_dynamic(module, chosen, dtype=torch.qint8)
 
 
 def state_dict_megabytes(module: nn.Module) -> float:
@@ -164,7 +177,8 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> LoadedB
         # merging them away leaves the plain model.
         model.merge_lora()
         if kind == "int8":
-            model.llm = quantize_int8(model.llm)
+            skip = tuple(info["quantization"].get("skipped", ()))
+            model.llm = quantize_int8(model.llm, skip)
             int8_path = folder / INT8_FILE
             if not int8_path.is_file():
                 raise BundleError(f"{int8_path}: the bundle's int8 weights are missing")

@@ -30,6 +30,7 @@ from purrsight.inference.bundle import (
     ADAPTER_FILE,
     BUNDLE_FORMAT,
     INT8_FILE,
+    INT8_SKIP,
     LLM_DIR,
     MANIFEST,
     PROJECTORS_FILE,
@@ -109,8 +110,9 @@ def export_bundle(
     Args:
         merge_lora: save the LLM with LoRA folded into its weights (``llm/``) instead of
             the adapter: no base model needed at load, ~0.5 GB for SmolLM2-135M in fp32.
-        quantize: ``"int8"``: LoRA folded in, then every ``nn.Linear`` of the LLM
-            dynamically quantized; ``llm_int8.pt`` holds the whole LLM's state dict.
+        quantize: ``"int8"``: LoRA folded in, then the LLM's ``nn.Linear`` layers (but
+            ``INT8_SKIP``, see :mod:`~purrsight.inference.bundle`) dynamically quantized;
+            ``llm_int8.pt`` holds the whole LLM's state dict.
     Raises:
         ConfigError: bad arguments, a missing or changed aligner, a non-bundle ``out``.
     """
@@ -236,7 +238,13 @@ def _write(
             "merged": llm_info["kind"] != "adapter",
         },
         "quantization": (
-            {"method": "torch dynamic int8 (nn.Linear)", **sizes} if quantize else None
+            {
+                "method": "torch dynamic int8 (nn.Linear)",
+                "skipped": list(INT8_SKIP),
+                **sizes,
+            }
+            if quantize
+            else None
         ),
         "sizes": sizes,
         "aligner": {
