@@ -57,7 +57,7 @@ import torch
 import torch.nn.functional as F
 
 from purrsight.config import EncoderConfig, MediaConfig
-from purrsight.data.instruction import SYSTEM_PROMPT
+from purrsight.data.instruction import PLACEHOLDERS, SYSTEM_PROMPT
 from purrsight.data.media import MediaSource, load_audio, load_image, load_video
 from purrsight.inference.bundle import LoadedBundle, load_bundle
 from purrsight.inference.errors import BundleError, InputError
@@ -244,6 +244,7 @@ class Predictor:
                 "nothing to look at: give an image, an audio clip or a video "
                 "(text is read only as a note alongside them)"
             )
+        instruction = self._instruction(text)  # cheap checks before any decoding
         modalities: list[str] = []
         features: dict[str, torch.Tensor] = {}
         media = self.media
@@ -276,8 +277,7 @@ class Predictor:
             )
             features["audio"] = self._align("audio", encoder([wave]))[0]
             modalities.append("audio")
-        instruction = self._instruction(text)
-        if text:
+        if text and text.strip():
             modalities.append("text")
         return Prepared(features, modalities, instruction, time.perf_counter() - started)
 
@@ -493,7 +493,20 @@ class Predictor:
         limit = int(self.settings.get("max_text_chars", 500))
         if len(text) > limit:
             raise InputError(f"text is {len(text)} characters, over the limit of {limit}")
+        reserved = self._reserved_markers()
+        found = next((m for m in reserved if m in text), None)
+        if found is not None:
+            # A special token in user text would be read as one (a new turn, an end token):
+            # refused rather than silently altered.
+            raise InputError(f"text contains the reserved marker {found!r}")
         return f"{question}\nOwner's note: {text}" if text else question
+
+    def _reserved_markers(self) -> list[str]:
+        """The soft-token placeholders and every special/added token of the tokenizer."""
+        tokenizer = self.bundle.tokenizer
+        added = [t.content for t in getattr(tokenizer, "added_tokens_decoder", {}).values()]
+        specials = list(getattr(tokenizer, "all_special_tokens", []))
+        return sorted({*PLACEHOLDERS.values(), *added, *specials} - {""}, key=len, reverse=True)
 
     def _encoder(self, modality: str, requested_as: str | None = None):
         """The frozen encoder for ``modality``, built once and checked against the identity
