@@ -13,6 +13,15 @@ API (what a caller needs)::
     prediction.to_dict()          # JSON-ready: report + probabilities + status + timings
     predictor.predict_batch([{"image": b"..."}, {"audio": "a.wav"}], mode="labels")
 
+    # A server batching requests: decode each on its own (errors stay per request), then
+    # run the model once for all that prepared cleanly.
+    prepared = predictor.prepare(image=upload_bytes, text="he hides all day")
+    predictions = predictor.predict_prepared([prepared, ...], mode="report")
+
+A Predictor is not thread-safe: run one call at a time (queue or gather requests).
+``predictor.media`` holds the bundle's limits (``max_file_bytes`` …), ``predictor.labels``
+the label set.
+
 Inputs: ``image`` / ``audio`` / ``video`` are each a file path or the raw bytes of a file
 (an upload); ``text`` is what the owner says, added to the question in the prompt. Any
 non-empty combination of image, audio and video works (a video gives its sampled frames
@@ -25,13 +34,16 @@ Media limits (bytes, pixels, seconds) come from the bundle and are enforced by
 Modes:
 
 * ``"labels"``: one pass over the prompt and a batched pass over every label's tokens
-  (:mod:`purrsight.inference.scoring`): no generation, ~1 s on a CPU. The report's
+  (:mod:`purrsight.inference.scoring`): no generation, ~3 s for SmolLM2-135M on a busy
+  2-core CPU (a full report: ~30 s). The report's
   emotion, confidence, alternatives and arousal come from the scores; its evidence is
   empty (nothing was generated) and summary/advice are templated from the label.
 * ``"report"``: greedy KV-cached generation of the whole report, parsed and validated
   (repairs recorded). The label scores are then taken at the point where the generated
   text writes its emotion, conditioned on the evidence it wrote, so the confidence is the
-  model's probability for the label rather than the number it happened to write. A
+  model's probability for the label rather than the number it happened to write (a
+  rescored label different from the written one replaces the summary and advice; cues
+  of an input not given, e.g. a vocalization for a photo alone, are dropped). A
   generation that does not parse gives ``status="invalid"`` with the reason and a report
   from label scoring alone, never the broken text passed on as valid.
 
