@@ -66,6 +66,18 @@ def test_summary_has_every_stage(demo_run) -> None:
     assert summary["total_seconds"] >= summary["phase2"]["seconds"]
     assert Path(summary["phase2"]["checkpoint"]).name == "last.ckpt"
     assert any((root / "cache" / "aligned").rglob("*.safetensors"))
+    evaluate = summary["evaluate"]
+    for key in ("macro_f1", "accuracy", "ece", "image_only_macro_f1", "audio_only_macro_f1"):
+        assert 0.0 <= evaluate[key] <= 1.0, key
+
+
+def test_the_bundle_is_exported_and_evaluated(demo_run) -> None:
+    root, summary = demo_run
+    demo = root / "outputs" / "demo"
+    assert (demo / "bundle" / "purrsight.json").is_file()
+    assert summary["evaluate"]["bundle"] == str(demo / "bundle")
+    for name in ("metrics.json", "report.md", "confusion_matrix.png", "reliability.png"):
+        assert (demo / "evaluate" / name).stat().st_size > 0, name
 
 
 def test_every_test_sample_gets_a_scored_report(demo_run) -> None:

@@ -22,6 +22,11 @@ LIBRARY_MODULES = [
     "purrsight.data.features",
     "purrsight.data.check",
     "purrsight.models.weights",
+    "purrsight.inference.predictor",
+    "purrsight.inference.export",
+    "purrsight.inference.evaluate",
+    "purrsight.inference.plots",
+    "purrsight.inference.commands",
 ]
 
 

@@ -122,7 +122,7 @@ def test_file_size_cap(tmp_path: Path) -> None:
 def test_video_decodes_every_frame_and_keeps_evenly_spaced_ones(tmp_path: Path) -> None:
     path = tmp_path / "clip.mp4"
     write_video(path, frames=20, size=(32, 24), fps=10)
-    frames = load_video(path, num_frames=4)
+    frames = load_video(path, num_frames=4).frames
     assert len(frames) == 4 and all(f.mode == "RGB" and f.size == (32, 24) for f in frames)
     # Frame i is grey 255 * i / 19: kept frames are spread over the clip, in order.
     greys = [int(np.asarray(f).mean()) for f in frames]
@@ -132,7 +132,7 @@ def test_video_decodes_every_frame_and_keeps_evenly_spaced_ones(tmp_path: Path) 
 def test_a_one_frame_video_gives_its_frame(tmp_path: Path) -> None:
     path = tmp_path / "still.mp4"
     write_video(path, frames=1)
-    assert len(load_video(path)) == 1
+    assert len(load_video(path).frames) == 1
 
 
 @pytest.mark.parametrize(
@@ -223,3 +223,52 @@ def test_only_the_four_image_decoders_are_used(tmp_path: Path) -> None:
     with pytest.raises(MediaError, match="not a decodable image"):
         load_image(gif)
     assert load_image(jpeg).size == (8, 8)
+
+
+# ----------------------------------------------------------------------------- bytes, video
+
+
+def test_bytes_decode_like_files_and_errors_use_the_given_name(tmp_path: Path) -> None:
+    from purrsight.data.media import MediaTooLarge
+
+    path = tmp_path / "x.png"
+    Image.new("RGB", (20, 10), (200, 0, 0)).save(path)
+    assert load_image(path.read_bytes()).tobytes() == load_image(path).tobytes()
+    with pytest.raises(MediaError, match=r"^upload\.png: not a decodable image"):
+        load_image(b"definitely not a picture", name="upload.png")
+    with pytest.raises(MediaTooLarge, match="over the limit of 10"):
+        load_image(path.read_bytes(), max_bytes=10)
+    wav = tmp_path / "x.wav"
+    sf.write(wav, _tone(16000, 0.5), 16000)
+    np.testing.assert_array_equal(load_audio(wav.read_bytes(), 16000), load_audio(wav, 16000))
+
+
+def test_video_gives_frames_and_its_sound_track(tmp_path: Path) -> None:
+    from purrsight.data.media import load_video
+    from video_fixture import write_test_video
+
+    path = write_test_video(tmp_path / "clip.mp4", seconds=3.0, tone_hz=440.0)
+    clip = load_video(path.read_bytes(), sample_rate=16000, num_frames=5)
+    assert len(clip.frames) == 5 and clip.frames[0].size == (64, 64)
+    assert clip.seconds == pytest.approx(3.0, abs=0.2)
+    assert clip.audio is not None and abs(len(clip.audio) / 16000 - 3.0) < 0.2
+    spectrum = np.abs(np.fft.rfft(clip.audio))
+    assert abs(np.argmax(spectrum) * 16000 / len(clip.audio) - 440.0) < 5
+    # The square moves: the first and last sampled frames differ.
+    assert np.abs(np.asarray(clip.frames[0], float) - np.asarray(clip.frames[-1], float)).max() > 50
+
+
+def test_video_limits_and_bad_videos(tmp_path: Path) -> None:
+    from purrsight.data.media import MediaTooLarge, load_video
+    from video_fixture import write_test_video
+
+    silent = write_test_video(tmp_path / "silent.mp4", seconds=1.0, with_audio=False)
+    assert load_video(silent, 16000).audio is None
+    with pytest.raises(MediaTooLarge, match="over the limit of 0.5 s"):
+        load_video(silent, 16000, max_seconds=0.5)
+    with pytest.raises(MediaTooLarge, match="64x64 pixels, over the limit of 100"):
+        load_video(silent, 16000, max_pixels=100)
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"not a video" * 10)
+    with pytest.raises(MediaError, match=r"junk\.mp4: not decodable video"):
+        load_video(junk, 16000)

@@ -255,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     show = cfg.add_parser("show", help="print the resolved config")
     _add_config_args(show)
     show.set_defaults(func=cmd_config_show)
+    from purrsight.inference.commands import add_inference_commands  # stdlib-only module
+
+    add_inference_commands(commands)
     return parser
 
 
@@ -281,10 +284,11 @@ def run_guarded(func: Callable[[argparse.Namespace], int], args: argparse.Namesp
     from purrsight.config import ConfigError
     from purrsight.data.manifest import ManifestError
     from purrsight.data.media import MediaError
+    from purrsight.inference.errors import BundleError, InputError
 
     try:
         return func(args)
-    except (ConfigError, ManifestError, MediaError) as err:
+    except (ConfigError, ManifestError, MediaError, BundleError, InputError) as err:
         if args.debug:
             raise
         print(f"error: {err}", file=sys.stderr)

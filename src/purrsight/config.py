@@ -77,6 +77,24 @@ class MediaConfig(_Strict):
     max_audio_seconds: float = Field(default=30.0, gt=0)
     max_video_seconds: float = Field(default=30.0, gt=0)
     max_file_bytes: int = Field(default=100 * 1024 * 1024, gt=0)
+    max_video_seconds: float = Field(default=60.0, gt=0)
+    """Longest video accepted (predict / serve): its frames are sampled, its audio used."""
+
+
+class InferenceConfig(_Strict):
+    """How a trained model answers (``purrsight export`` copies this into the bundle;
+    ``predict`` / ``evaluate`` read it from there)."""
+
+    instruction: str = Field(default="How does this cat feel?", min_length=1, max_length=500)
+    """The user turn's question when the caller gives none."""
+    unsure_threshold: float = Field(default=0.4, ge=0.0, lt=1.0)
+    """Below this label probability the report's emotion is ``unsure``."""
+    welfare_threshold: float = Field(default=0.3, gt=0.0, le=1.0)
+    """Welfare labels (in_pain) together at least this likely set ``welfare_alert``."""
+    video_frames: int = Field(default=8, ge=1, le=64)
+    """Frames sampled evenly from a video; their aligned image features are averaged."""
+    max_text_chars: int = Field(default=500, gt=0)
+    """Longest user text (the question in the prompt) accepted."""
 
 
 class MlflowConfig(_Strict):
@@ -184,6 +202,7 @@ class Config(_Strict):
     labels: list[str] = Field(default_factory=lambda: list(DEFAULT_LABELS), min_length=2)
     encoders: EncodersConfig = Field(default_factory=EncodersConfig)
     media: MediaConfig = Field(default_factory=MediaConfig)
+    inference: InferenceConfig = Field(default_factory=InferenceConfig)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
     phase1: Phase1Config = Field(default_factory=Phase1Config)
     demo: DemoConfig = Field(default_factory=DemoConfig)

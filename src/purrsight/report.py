@@ -41,6 +41,30 @@ def label_description(label: str) -> str:
 # Labels that call for a welfare alert: the report then advises a vet.
 WELFARE_LABELS: frozenset[str] = frozenset({"in_pain"})
 
+# The emotion a report gives when no label is likely enough (the predictor's confidence
+# threshold); it is never a training label, and the alternatives then list the candidates.
+UNSURE = "unsure"
+
+# What to do, per default label: used when a report is built from label scores alone
+# (the cheap path, or when the generated text did not parse). Other labels get GENERIC_ADVICE.
+LABEL_ADVICE: dict[str, str] = {
+    "content": "No action needed; let it rest.",
+    "playful": "A good moment for an interactive play session.",
+    "curious": "Let it explore safely and keep hazards out of reach.",
+    "demanding": "Check its food, water and litter box; it may also want attention.",
+    "fearful": "Give it space and a hiding place; do not reach for it.",
+    "aggressive": "Keep your distance and do not touch it until it calms down.",
+    "in_pain": "Contact a vet: signs of pain should be checked promptly.",
+}
+GENERIC_ADVICE = "Watch the cat and give it what it seems to need."
+VET_ADVICE = "Possible pain or distress: have a vet check the cat soon."
+
+
+def label_advice(label: str) -> str:
+    """Advice for ``label`` (GENERIC_ADVICE for labels outside the default set)."""
+    return LABEL_ADVICE.get(label, GENERIC_ADVICE)
+
+
 Modality = Literal["image", "audio", "video", "text"]
 Arousal = Literal["low", "medium", "high"]
 

@@ -1,20 +1,24 @@
-"""Decoding media files into arrays, with limits, and with errors that name the file.
+"""Decoding media into arrays, with limits, and with errors that name the file.
 
-Images decode with Pillow, audio with soundfile (libsndfile: wav, flac, ogg, mp3),
-video with PyAV (FFmpeg); resampling is polyphase (scipy). Every failure is a
-:class:`MediaError` whose message is ``<path>: <reason>``, never a traceback from inside
-a library: a corrupt file can make a decoder raise almost anything, so each decode is
-wrapped as a whole.
+Images decode with Pillow, audio with soundfile (libsndfile: wav, flac, ogg, mp3), video
+with PyAV (frames + the audio track; PyAV bundles FFmpeg, no system ffmpeg); resampling
+is polyphase (scipy). Every loader takes a path or the raw bytes of an upload (named by
+``name`` in errors). Every failure is a :class:`MediaError` whose message is
+``<path or name>: <reason>``, never a traceback from inside a library: a corrupt file can
+make a decoder raise almost anything, so each decode is wrapped as a whole.
 """
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import stat
 import warnings
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -39,6 +43,7 @@ VIDEO_DEMUXERS = {
     ".webm": "matroska",
     ".avi": "avi",
 }
+VIDEO_DEMUXERS[".m4v"] = "mov"
 VIDEO_EXTENSIONS = frozenset(VIDEO_DEMUXERS)
 
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -48,6 +53,9 @@ DEFAULT_MAX_BYTES = 100 * 1024 * 1024
 MAX_AUDIO_RATE = 768_000
 MAX_AUDIO_CHANNELS = 64
 MAX_VIDEO_FPS = 240
+
+MediaSource = str | Path | bytes
+"""A file path, or the raw bytes of an uploaded file."""
 
 MEDIA_ERROR_KINDS = (
     "missing_media",
@@ -74,6 +82,14 @@ class MediaError(ValueError):
         return (type(self), (self.path, self.reason, self.kind))
 
 
+class MediaTooLarge(MediaError):
+    """Media over a configured limit (bytes, pixels, seconds): a server's HTTP 413.
+    ``kind`` is ``too_large`` (bytes, pixels) or ``too_long`` (seconds)."""
+
+    def __init__(self, path: str | Path, reason: str, kind: str = "too_large") -> None:
+        super().__init__(path, reason, kind)
+
+
 def _check_file(path: Path, allowed: frozenset[str], kind: str, max_bytes: int) -> None:
     if path.suffix.lower() not in allowed:
         raise MediaError(
@@ -97,31 +113,51 @@ def _check_file(path: Path, allowed: frozenset[str], kind: str, max_bytes: int) 
     if size == 0:
         raise MediaError(path, "file is empty", "empty_media")
     if size > max_bytes:
-        raise MediaError(path, f"file is {size} bytes, over the limit of {max_bytes}", "too_large")
+        raise MediaTooLarge(path, f"file is {size} bytes, over the limit of {max_bytes}")
+
+
+def _check_bytes(data: bytes, name: str, max_bytes: int) -> None:
+    if len(data) == 0:
+        raise MediaError(name, "file is empty", "empty_media")
+    if len(data) > max_bytes:
+        raise MediaTooLarge(name, f"file is {len(data)} bytes, over the limit of {max_bytes}")
+
+
+def _open_source(
+    source: MediaSource, allowed: frozenset[str], kind: str, max_bytes: int, name: str | None
+) -> tuple[str | BinaryIO, str]:
+    """(what a decoder opens, the name errors use) for a path or raw bytes, after the
+    size checks. Bytes have no trustworthy extension: the decoder sniffs the format."""
+    if isinstance(source, bytes | bytearray | memoryview):
+        label = name or f"<{kind} upload>"
+        data = bytes(source)
+        _check_bytes(data, label, max_bytes)
+        return io.BytesIO(data), label
+    path = Path(source)
+    _check_file(path, allowed, kind, max_bytes)
+    return str(path), str(path)
 
 
 def load_image(
-    path: str | Path,
+    source: MediaSource,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    name: str | None = None,
 ) -> Image.Image:
-    """Decode an image file to RGB.
+    """Decode an image (a path or raw bytes) to RGB.
 
     The pixel count is checked from the header before any pixel is decoded, so a
     decompression bomb is refused without allocating it.
     """
-    path = Path(path)
-    _check_file(path, IMAGE_EXTENSIONS, "image", max_bytes)
+    handle, path = _open_source(source, IMAGE_EXTENSIONS, "image", max_bytes, name)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path, formats=IMAGE_FORMATS) as img:
+            with Image.open(handle, formats=IMAGE_FORMATS) as img:
                 width, height = img.size
                 if width * height > max_pixels:
-                    raise MediaError(
-                        path,
-                        f"image is {width}x{height} pixels, over the limit of {max_pixels}",
-                        "too_large",
+                    raise MediaTooLarge(
+                        path, f"image is {width}x{height} pixels, over the limit of {max_pixels}"
                     )
                 return img.convert("RGB")
     except MediaError:
@@ -133,21 +169,22 @@ def load_image(
 
 
 def load_audio(
-    path: str | Path,
+    source: MediaSource,
     sample_rate: int | None,
     max_seconds: float = DEFAULT_MAX_SECONDS,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    name: str | None = None,
 ) -> np.ndarray:
-    """Decode an audio file to mono float32 at ``sample_rate`` (None: the file's own rate).
+    """Decode audio (a path or raw bytes) to mono float32 at ``sample_rate`` (None: the
+    file's own rate).
 
     Returns:
         ``[n]`` float32 samples. The duration is checked from the header before the
         samples are read.
     """
-    path = Path(path)
-    _check_file(path, AUDIO_EXTENSIONS, "audio", max_bytes)
+    handle, path = _open_source(source, AUDIO_EXTENSIONS, "audio", max_bytes, name)
     try:
-        with sf.SoundFile(str(path)) as f:
+        with sf.SoundFile(handle) as f:
             frames, rate = f.frames, f.samplerate
             if rate <= 0 or rate > MAX_AUDIO_RATE:
                 raise MediaError(path, f"audio header has an implausible sample rate ({rate} Hz)")
@@ -157,7 +194,7 @@ def load_audio(
             # read at most the allowed duration plus one sample and check after.
             limit = int(math.ceil(max_seconds * rate)) + 1
             if frames > 0 and frames / rate > max_seconds:
-                raise MediaError(
+                raise MediaTooLarge(
                     path,
                     f"audio is {frames / rate:.1f} s long, over the limit of {max_seconds} s",
                     "too_long",
@@ -168,7 +205,7 @@ def load_audio(
     except Exception as err:  # noqa: BLE001 - libsndfile reports corrupt files many ways
         raise MediaError(path, f"not decodable audio ({_one_line(err)})") from None
     if data.shape[0] >= limit:
-        raise MediaError(path, f"audio is longer than the limit of {max_seconds} s", "too_long")
+        raise MediaTooLarge(path, f"audio is longer than the limit of {max_seconds} s", "too_long")
     if data.shape[0] == 0:
         raise MediaError(path, "audio has no samples", "empty_media")
     mono = data.mean(axis=1)
@@ -177,34 +214,52 @@ def load_audio(
     return mono if sample_rate is None else resample(mono, rate, sample_rate)
 
 
+@dataclass
+class VideoClip:
+    """What a video holds for the encoders: sampled frames and the audio track."""
+
+    frames: list[Image.Image]
+    """``num_frames`` RGB frames, evenly spaced in time (fewer if the video is shorter)."""
+    audio: np.ndarray | None
+    """``[n]`` mono float32 at the requested rate; None without an audio track or rate."""
+    seconds: float | None
+    """The duration the header gives (None if it gives none)."""
+
+
 def load_video(
-    path: str | Path,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    source: MediaSource,
+    sample_rate: int | None = None,
+    num_frames: int = 8,
     max_seconds: float = DEFAULT_MAX_SECONDS,
     max_bytes: int = DEFAULT_MAX_BYTES,
-    num_frames: int = 8,
-) -> list[Image.Image]:
-    """Decode every frame of a video's first video stream and keep ``num_frames`` RGB frames
-    spread evenly over its duration (fewer if it is shorter).
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    name: str | None = None,
+) -> VideoClip:
+    """Decode a video (a path or raw bytes) with PyAV: ``num_frames`` RGB frames spread
+    evenly over its duration, and (with a ``sample_rate``) its audio track as mono float32.
 
-    Every frame is decoded, not only the kept ones, so a corrupt frame anywhere is found.
-    Size and duration are checked from the header first, then again on each decoded frame
-    (headers lie), so an over-long stream stops decoding at the limit.
+    Every frame is decoded, not only the kept ones, so a corrupt frame anywhere is found;
+    only kept frames stay in memory. Size and duration are checked from the header first,
+    then again on each decoded frame (headers lie), so an over-long stream stops decoding
+    at the limit. The demuxer is fixed (by the extension, or by the magic bytes of an
+    upload), so a playlist or concat script is never followed to other files.
     """
-    path = Path(path)
-    _check_file(path, VIDEO_EXTENSIONS, "video", max_bytes)
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    handle, path = _open_source(source, VIDEO_EXTENSIONS, "video", max_bytes, name)
+    demuxer = _video_demuxer(source, path)
     import av  # ~0.1 s; only video needs it
 
     try:
         with av.open(
-            str(path),
+            handle,
             mode="r",
-            format=VIDEO_DEMUXERS[path.suffix.lower()],
+            format=demuxer,
             options={"protocol_whitelist": "file"},
             metadata_errors="ignore",
         ) as container:
             if not container.streams.video:
-                raise MediaError(path, "no video stream in the file")
+                raise MediaError(path, "no video stream in the file (is this an audio file?)")
             stream = container.streams.video[0]
             if stream.codec_context is None:  # a stream FFmpeg has no decoder for
                 raise MediaError(path, "no decoder for the video stream")
@@ -213,7 +268,7 @@ def load_video(
             )
             duration = _video_seconds(container, stream)
             if duration is not None and duration > max_seconds:
-                raise MediaError(
+                raise MediaTooLarge(
                     path,
                     f"video is {duration:.1f} s long, over the limit of {max_seconds} s",
                     "too_long",
@@ -221,11 +276,55 @@ def load_video(
             frames = _decode_frames(
                 path, container, stream, duration, max_pixels, max_seconds, num_frames
             )
+            audio = None
+            if sample_rate is not None and container.streams.audio:
+                container.seek(0)
+                audio = _decode_audio_track(container, sample_rate, max_seconds, path)
     except MediaError:
         raise
     except Exception as err:  # noqa: BLE001 - FFmpeg reports corrupt files many ways
         raise MediaError(path, f"not decodable video ({_one_line(err)})") from None
-    return frames
+    return VideoClip(frames=frames, audio=audio, seconds=duration)
+
+
+def _video_demuxer(source: MediaSource, path: str) -> str:
+    """The FFmpeg demuxer to open a video with: from a path's extension, or from an
+    upload's magic bytes (an upload's name is not trusted)."""
+    if not isinstance(source, bytes | bytearray | memoryview):
+        return VIDEO_DEMUXERS[Path(source).suffix.lower()]
+    head = bytes(source[:16])
+    if head[4:8] == b"ftyp":
+        return "mov"
+    if head[:4] == b"\x1a\x45\xdf\xa3":
+        return "matroska"
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return "avi"
+    raise MediaError(path, "not a supported video (MP4/MOV, MKV/WebM or AVI)", "unsupported_type")
+
+
+def _decode_audio_track(container, sample_rate: int, max_seconds: float, path: str):
+    """The first audio stream as ``[n]`` mono float32 at ``sample_rate`` (None if empty)."""
+    import av
+
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+    limit = int(math.ceil(max_seconds * sample_rate)) + 1
+    chunks: list[np.ndarray] = []
+    total = 0
+    for frame in container.decode(container.streams.audio[0]):
+        for out in resampler.resample(frame):
+            chunk = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+            chunks.append(chunk)
+            total += len(chunk)
+        if total >= limit:
+            raise MediaTooLarge(
+                path, f"audio track is longer than the limit of {max_seconds} s", "too_long"
+            )
+    for out in resampler.resample(None):  # flush the resampler's buffered tail
+        chunks.append(out.to_ndarray().reshape(-1).astype(np.float32, copy=False))
+    audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    if not np.isfinite(audio).all():
+        raise MediaError(path, "audio track holds non-finite samples")
+    return audio if len(audio) else None
 
 
 def _decode_frames(path, container, stream, duration, max_pixels, max_seconds, num_frames):
@@ -239,7 +338,9 @@ def _decode_frames(path, container, stream, duration, max_pixels, max_seconds, n
         _check_video_size(path, frame.width, frame.height, max_pixels)
         t = frame.time
         if (t is not None and t > max_seconds) or count > max_count:
-            raise MediaError(path, f"video is longer than the limit of {max_seconds} s", "too_long")
+            raise MediaTooLarge(
+                path, f"video is longer than the limit of {max_seconds} s", "too_long"
+            )
         last = frame
         if not targets:
             if len(kept) < num_frames:
@@ -255,10 +356,10 @@ def _decode_frames(path, container, stream, duration, max_pixels, max_seconds, n
     return kept
 
 
-def _check_video_size(path: Path, width: int, height: int, max_pixels: int) -> None:
+def _check_video_size(path: str, width: int, height: int, max_pixels: int) -> None:
     if width * height > max_pixels:
-        raise MediaError(
-            path, f"video is {width}x{height} pixels, over the limit of {max_pixels}", "too_large"
+        raise MediaTooLarge(
+            path, f"video is {width}x{height} pixels, over the limit of {max_pixels}"
         )
 
 
@@ -279,13 +380,14 @@ def _one_line(err: BaseException) -> str:
 
 def decode_media(
     modality: str, path: str | Path, limits: MediaConfig, sample_rate: int | None = None
-) -> Image.Image | np.ndarray | list[Image.Image]:
+) -> Image.Image | np.ndarray | VideoClip:
     """Decode one sample's ``image`` / ``audio`` / ``video`` file within the config's
     ``media`` limits: the one check that training and ``purrsight data check`` share.
 
     Returns:
         a PIL RGB image, ``[n]`` float32 mono samples (at ``sample_rate``; None: the file's
-        own rate), or a list of PIL RGB video frames.
+        own rate), or a :class:`VideoClip` (its sound track decoded when ``sample_rate``
+        is given).
     """
     if modality == "image":
         return load_image(path, limits.max_image_pixels, limits.max_file_bytes)
@@ -293,7 +395,11 @@ def decode_media(
         return load_audio(path, sample_rate, limits.max_audio_seconds, limits.max_file_bytes)
     if modality == "video":
         return load_video(
-            path, limits.max_image_pixels, limits.max_video_seconds, limits.max_file_bytes
+            path,
+            sample_rate,
+            max_seconds=limits.max_video_seconds,
+            max_bytes=limits.max_file_bytes,
+            max_pixels=limits.max_image_pixels,
         )
     raise ValueError(f"no decoder for modality {modality!r}")
 

@@ -281,10 +281,22 @@ class MultimodalLLM(nn.Module):
             return input_ids.new_zeros(input_ids.shape[0], 0)
         return torch.stack(generated, dim=1)
 
+    def base_llm(self) -> nn.Module:
+        """The Hugging Face model inside (the PEFT wrapper's, or the merged model itself)."""
+        get_base = getattr(self.llm, "get_base_model", None)
+        return get_base() if get_base is not None else self.llm
+
+    def merge_lora(self) -> None:
+        """Fold the LoRA matrices into the base weights (``W + B A · alpha / r``) and drop
+        the PEFT wrapper: the same outputs (up to rounding) with plain ``nn.Linear``
+        layers, as inference and dynamic quantization want. Nothing trains afterwards."""
+        if hasattr(self.llm, "merge_and_unload"):
+            self.llm = self.llm.merge_and_unload()
+
     def _cache_kwargs(self, out: Any) -> dict[str, Any]:
         """The KV cache of ``out`` as the next forward call's keyword argument: ``cache``
         in transformers 5.2x (``past_key_values`` is deprecated there), else the old name."""
-        base_params = inspect.signature(self.llm.get_base_model().forward).parameters
+        base_params = inspect.signature(self.base_llm().forward).parameters
         if "cache" in base_params:
             return {"cache": out.cache}
         return {"past_key_values": out.past_key_values}

@@ -25,11 +25,11 @@ import numpy as np
 import torch
 
 from purrsight.config import ConfigError
-from purrsight.models.weights import WeightsError, load_weights
+from purrsight.models.weights import CHECKPOINT_FORMAT as CHECKPOINT_FORMAT  # re-exported
+from purrsight.models.weights import read_phase2_checkpoint as read_checkpoint  # noqa: F401
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = "purrsight-phase2-trainable-v1"
 LAST_NAME = "last.ckpt"
 # Lightning's ModelCheckpoint fills this in; with auto_insert_metric_name=False the names
 # are the guide's ``phase2-epoch=01-train_loss=2.3456.ckpt``.
@@ -176,20 +176,6 @@ def check_trainable_only(state: dict[str, torch.Tensor]) -> None:
     other = sorted(k for k in state if not is_trainable_key(k))
     if other:
         raise ValueError(f"checkpoint holds {len(other)} non-trainable tensors, e.g. {other[:3]}")
-
-
-def read_checkpoint(path: Path) -> dict[str, Any]:
-    """A Phase 2 checkpoint, loaded with ``weights_only=True`` (it holds only tensors and
-    plain values), after checking it is one. A pickle that would run code, or a damaged
-    file, is a one-line :class:`ConfigError` naming the file."""
-    try:
-        checkpoint = load_weights(path, "checkpoint")
-    except WeightsError as err:  # refused pickle or damaged file: one line naming it
-        raise ConfigError(str(err)) from None
-    meta = checkpoint.get("hyper_parameters", {}) if isinstance(checkpoint, dict) else {}
-    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
-        raise ConfigError(f"{path}: not a Purr-Sight Phase 2 checkpoint ({CHECKPOINT_FORMAT})")
-    return checkpoint
 
 
 # ----------------------------------------------------------------------------- RNG

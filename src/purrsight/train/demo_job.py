@@ -1,4 +1,5 @@
-"""The main job on the embedded default (``make demo``): demo data, Phase 1, summary.
+"""The main job on the embedded default (``make demo``): demo data, Phase 1, Phase 2, the
+test split's reports, then the exported bundle (``outputs/demo/bundle``) evaluated.
 
 Each stage prints what it produced; ``outputs/demo/summary.json`` collects the
 figures (later stages add their own parts to it).
@@ -67,8 +68,11 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
-def _phase2_stage(config: Config, config_path: str | None, aligner_path: Path) -> dict[str, Any]:
-    """Train Phase 2 on the aligner just made, then answer every test-split sample."""
+def _phase2_stage(
+    config: Config, config_path: str | None, aligner_path: Path
+) -> tuple[dict[str, Any], Path | None]:
+    """Train Phase 2 on the aligner just made, then answer every test-split sample.
+    Returns the summary part and the last checkpoint."""
     from purrsight.train.demo_eval import evaluate_generation, write_generation_eval
     from purrsight.train.phase2 import run_phase2
 
@@ -78,7 +82,7 @@ def _phase2_stage(config: Config, config_path: str | None, aligner_path: Path) -
     window = max(1, min(10, len(losses) // 4))  # single batches are noisy: average a few
     print(f"Phase 2 checkpoints: {result.last_checkpoint}")
 
-    _stage("4/4 reports for the test split")
+    _stage("4/5 reports for the test split")
     scored = evaluate_generation(config, result, Path(config.data_dir) / "test.jsonl")
     m = scored.metrics
     reports_path, metrics_path = write_generation_eval(
@@ -93,7 +97,7 @@ def _phase2_stage(config: Config, config_path: str | None, aligner_path: Path) -
         f"(majority baseline {m['baseline']['accuracy']:.3f}), "
         f"valid reports {100 * m['valid_report_rate']:.1f} %"
     )
-    return {
+    part = {
         "loss_first": round(_mean(losses[:window]), 4),
         "loss_last": round(_mean(losses[-window:]), 4),
         "loss_window_batches": window,
@@ -107,6 +111,42 @@ def _phase2_stage(config: Config, config_path: str | None, aligner_path: Path) -
         "generate_seconds": round(scored.seconds, 1),
         "checkpoint": str(result.last_checkpoint),
     }
+    return part, result.last_checkpoint
+
+
+# Free generation in the bundle's evaluation: the first N test samples of each modality
+# subset (stage 4 already generated a report for every test sample with the same model).
+DEMO_EVAL_GENERATE = 4
+
+
+def _evaluate_stage(config: Config, checkpoint: Path | None) -> dict[str, Any]:
+    """Export the trained checkpoint as ``<summary folder>/bundle`` and evaluate the bundle
+    on the test split: label scoring on every sample, free generation on a few."""
+    from purrsight.inference.commands import headline
+    from purrsight.inference.evaluate import evaluate_bundle, summary_for_demo
+    from purrsight.inference.export import export_bundle
+    from purrsight.inference.predictor import Predictor
+
+    if checkpoint is None:
+        raise RuntimeError("Phase 2 wrote no last.ckpt: nothing to export")
+    t0 = time.perf_counter()
+    demo_dir = Path(config.demo.summary_path).parent
+    bundle = demo_dir / "bundle"
+    info = export_bundle(checkpoint, bundle)
+    print(f"bundle: {bundle} ({info['sizes']['bundle_mb']:.1f} MB, LLM referenced by identity)")
+    out = demo_dir / "evaluate"
+    metrics = evaluate_bundle(
+        Predictor.from_bundle(bundle),
+        Path(config.data_dir) / "test.jsonl",
+        out,
+        max_generate=DEMO_EVAL_GENERATE,
+    )
+    print(headline(metrics))
+    print(f"evaluation: {out}/metrics.json, report.md, confusion_matrix.png, reliability.png")
+    part = summary_for_demo(metrics)
+    part["bundle"] = str(bundle)
+    part["seconds"] = round(time.perf_counter() - t0, 1)
+    return part
 
 
 def run_demo(config: Config, config_path: str | None, regenerate: bool = False) -> dict[str, Any]:
@@ -114,23 +154,28 @@ def run_demo(config: Config, config_path: str | None, regenerate: bool = False) 
     started = time.perf_counter()
     summary_path = Path(config.demo.summary_path)
 
-    _stage("1/4 demo data")
+    _stage("1/5 demo data")
     t0 = time.perf_counter()
     data = ensure_demo_data(config, regenerate)
     data_part = {"n": data.get("n"), "out_dir": data.get("out_dir")}
     data_part["seconds"] = round(time.perf_counter() - t0, 1)
 
-    _stage("2/4 Phase 1: contrastive alignment")
+    _stage("2/5 Phase 1: contrastive alignment")
     phase1, aligner_path = _phase1_stage(config, config_path)
     write_summary(summary_path, {"data": data_part, "phase1": phase1})
 
-    _stage("3/4 Phase 2: projectors + LoRA on the LLM")
-    phase2 = _phase2_stage(config, config_path, aligner_path)
+    _stage("3/5 Phase 2: projectors + LoRA on the LLM")
+    phase2, checkpoint = _phase2_stage(config, config_path, aligner_path)
+
+    write_summary(summary_path, {"phase2": phase2})
+
+    _stage("5/5 export the bundle and evaluate it")
+    evaluate = _evaluate_stage(config, checkpoint)
 
     total = round(time.perf_counter() - started, 1)
-    summary = write_summary(summary_path, {"phase2": phase2, "total_seconds": total})
+    summary = write_summary(summary_path, {"evaluate": evaluate, "total_seconds": total})
     _stage(f"summary ({summary_path})")
     print(json.dumps(summary, indent=2))
-    shares = {k: summary[k]["seconds"] for k in ("data", "phase1", "phase2")}
+    shares = {k: summary[k]["seconds"] for k in ("data", "phase1", "phase2", "evaluate")}
     print("where the time went: " + ", ".join(f"{k} {v:.0f} s" for k, v in shares.items()))
     return summary

@@ -47,3 +47,43 @@ def make_logger(tracking: str, experiment: str, run_name: str, run_id: str | Non
         artifact_location=artifacts,
         run_id=run_id,
     )
+
+
+def log_evaluation(metrics: dict, out_dir: Path, bundle_info: dict) -> str:
+    """One MLflow run for a ``purrsight evaluate``: the headline metrics per system and
+    modality subset, the bundle's identity as params, the four output files as artifacts.
+    Written to ``outputs/mlruns`` (the same SQLite store training uses)."""
+    import mlflow
+
+    uri, artifacts = resolve_tracking("outputs/mlruns")
+    mlflow.set_tracking_uri(uri)
+    experiment = "purrsight-evaluate"
+    if mlflow.get_experiment_by_name(experiment) is None:
+        mlflow.create_experiment(experiment, artifact_location=artifacts)
+    mlflow.set_experiment(experiment)
+    with mlflow.start_run(run_name=f"evaluate-{Path(metrics['data']).stem}") as run:
+        mlflow.log_params(
+            {
+                "bundle": metrics["bundle"],
+                "data": metrics["data"],
+                "llm": bundle_info["llm"]["name"],
+                "llm_kind": bundle_info["llm"]["kind"],
+                "unsure_threshold": metrics["unsure_threshold"],
+                "max_generate": str(metrics["max_generate"]),
+            }
+        )
+        values = {}
+        for system in ("label_scoring", "generation", "report"):
+            m = metrics[system]
+            if not m.get("n"):
+                continue
+            for key in ("accuracy", "macro_f1", "balanced_accuracy", "ece"):
+                values[f"{system}.{key}"] = m[key]
+            for subset, sm in m["subsets"].items():
+                if sm.get("n"):
+                    values[f"{system}.{subset}.macro_f1"] = sm["macro_f1"]
+        mlflow.log_metrics(values)
+        for name in ("metrics.json", "report.md", "confusion_matrix.png", "reliability.png"):
+            if (out_dir / name).is_file():
+                mlflow.log_artifact(str(out_dir / name))
+        return run.info.run_id

@@ -1,0 +1,586 @@
+"""The Predictor: media in, a validated cat-emotion report out. Used by ``purrsight predict``,
+``purrsight evaluate``, the benchmarks and the HTTP server.
+
+API (what a caller needs)::
+
+    from purrsight.inference.predictor import Predictor
+
+    predictor = Predictor.from_bundle("outputs/demo/bundle", device="cpu")
+    prediction = predictor.predict(image="cat.jpg", audio=wav_bytes, mode="report")
+    prediction.report             # purrsight.report.Report, always schema-valid
+    prediction.probabilities      # {label: p} from label scoring, sums to 1
+    prediction.status             # "valid" | "repaired" | "invalid" | "labels"
+    prediction.to_dict()          # JSON-ready: report + probabilities + status + timings
+    predictor.predict_batch([{"image": b"..."}, {"audio": "a.wav"}], mode="labels")
+
+    # A server batching requests: decode each on its own (errors stay per request), then
+    # run the model once for all that prepared cleanly.
+    prepared = predictor.prepare(image=upload_bytes, text="he hides all day")
+    predictions = predictor.predict_prepared([prepared, ...], mode="report")
+
+A Predictor is not thread-safe: run one call at a time (queue or gather requests).
+``predictor.media`` holds the bundle's limits (``max_file_bytes`` …), ``predictor.labels``
+the label set.
+
+Inputs: ``image`` / ``audio`` / ``video`` are each a file path or the raw bytes of a file
+(an upload); ``text`` is what the owner says, added to the question in the prompt. Any
+non-empty combination of image, audio and video works (a video gives its sampled frames
+as the image and its sound track as the audio, so it cannot be combined with either).
+Media limits (bytes, pixels, seconds) come from the bundle and are enforced by
+:mod:`purrsight.data.media`; a bad input raises :class:`~purrsight.data.media.MediaError`
+(:class:`~purrsight.data.media.MediaTooLarge` for a limit, an HTTP 413) or
+:class:`InputError` (an impossible request, an HTTP 422).
+
+Modes:
+
+* ``"labels"``: one pass over the prompt and a batched pass over every label's tokens
+  (:mod:`purrsight.inference.scoring`): no generation, ~3 s for SmolLM2-135M on a busy
+  2-core CPU (a full report: ~30 s). The report's
+  emotion, confidence, alternatives and arousal come from the scores; its evidence is
+  empty (nothing was generated) and summary/advice are templated from the label.
+* ``"report"``: greedy KV-cached generation of the whole report, parsed and validated
+  (repairs recorded). The label scores are then taken at the point where the generated
+  text writes its emotion, conditioned on the evidence it wrote, so the confidence is the
+  model's probability for the label rather than the number it happened to write (a
+  rescored label different from the written one replaces the summary and advice; cues
+  of an input not given, e.g. a vocalization for a photo alone, are dropped). A
+  generation that does not parse gives ``status="invalid"`` with the reason and a report
+  from label scoring alone, never the broken text passed on as valid.
+
+In both modes the emotion is ``unsure`` when the top label's probability is below the
+bundle's ``inference.unsure_threshold``, and a welfare label (``in_pain``) as the answer,
+or welfare labels together at least ``inference.welfare_threshold`` likely, set
+``welfare_alert`` and put the vet advice first.
+
+Shapes: e = aligned feature size.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+
+from purrsight.config import EncoderConfig, MediaConfig
+from purrsight.data.instruction import PLACEHOLDERS, SYSTEM_PROMPT
+from purrsight.data.media import MediaSource, load_audio, load_image, load_video
+from purrsight.inference.bundle import LoadedBundle, load_bundle
+from purrsight.inference.errors import BundleError, InputError
+from purrsight.inference.generate import build_items, generate_texts
+from purrsight.inference.report_parse import parse_report
+from purrsight.inference.scoring import score_option_pairs, score_options
+from purrsight.report import (
+    UNSURE,
+    VET_ADVICE,
+    Alternative,
+    Evidence,
+    Report,
+    label_advice,
+)
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["report", "labels"]
+Status = Literal["valid", "repaired", "invalid", "labels"]
+AROUSALS = ("low", "medium", "high")
+# The cheap path's answer prefix: a report that observed no cue, so the label scores rest on
+# the soft tokens alone. Arousal comes before the emotion in a report, so both are scored
+# jointly (3 x L options) and each marginalised.
+NO_EVIDENCE_PREFIX = (
+    '{"evidence":{"ears":null,"eyes":null,"tail":null,"posture":null,"vocalization":null},'
+    '"arousal":"'
+)
+# Where a generated report names its emotion (json.dumps / model_dump_json spacing or not).
+_EMOTION_FIELD = re.compile(r'"emotion"\s*:\s*"')
+# What follows the label in a report: closing the option with it makes each option end
+# where the model would end it (so "fear" cannot win by being a prefix of "fearful").
+_AFTER_LABEL = '","'
+SCORE_BATCH = 4  # prompts scored together (the option logits are [4 * 21, c, vocab])
+GENERATE_BATCH = 8
+MAX_ALTERNATIVES = 3
+
+
+@dataclass
+class Prepared:
+    """One request after decoding and encoding: what the prompt is built from."""
+
+    features: dict[str, torch.Tensor]
+    """{modality: [e]} aligned features for the model's prompt slots (image, audio)."""
+    modalities: list[str]
+    """What the report lists: the inputs the caller gave (image, audio, video, text)."""
+    instruction: str
+    seconds: float = 0.0
+
+
+@dataclass
+class Prediction:
+    """A report plus how it was made."""
+
+    report: Report
+    probabilities: dict[str, float]
+    """Label scoring's distribution over the bundle's labels (sums to 1)."""
+    status: Status
+    """``labels``: label-scoring mode; else the generated text's parse status."""
+    error: str | None = None
+    """Why the generated text was invalid (status ``invalid``)."""
+    raw_text: str | None = None
+    """The generated text (report mode)."""
+    repairs: tuple[str, ...] = ()
+    timings: dict[str, float] = field(default_factory=dict)
+    """Seconds: ``prepare`` (decode + encode), ``model`` (scoring + generation, shared
+    by a batch), ``total``."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: the report and everything about how it was made."""
+        return {
+            "report": self.report.model_dump(mode="json"),
+            "probabilities": {k: round(v, 6) for k, v in self.probabilities.items()},
+            "status": self.status,
+            "error": self.error,
+            "raw_text": self.raw_text,
+            "repairs": list(self.repairs),
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+        }
+
+
+class Predictor:
+    """A loaded bundle + its frozen encoders (built on first use of each modality).
+
+    Not thread-safe: one predictor runs one call at a time (a server queues requests or
+    gathers them into :meth:`predict_batch`).
+    """
+
+    def __init__(
+        self,
+        bundle: LoadedBundle,
+        *,
+        unsure_threshold: float | None = None,
+        max_new_tokens: int | None = None,
+    ) -> None:
+        self.bundle = bundle
+        info = bundle.info
+        self.settings: dict[str, Any] = dict(info.get("inference", {}))
+        if unsure_threshold is not None:
+            if not 0.0 <= unsure_threshold < 1.0:
+                raise ValueError(f"unsure_threshold must be in [0, 1), got {unsure_threshold}")
+            self.settings["unsure_threshold"] = unsure_threshold
+        self.media = MediaConfig.model_validate(info.get("media", {}))
+        self.max_new_tokens = int(max_new_tokens or info["generation"]["max_new_tokens"])
+        self.system_prompt = info.get("prompt", {}).get("system_prompt", SYSTEM_PROMPT)
+        self._encoders: dict[str, Any] = {}
+
+    @classmethod
+    def from_bundle(
+        cls,
+        path: str | Path,
+        device: str | torch.device = "cpu",
+        *,
+        unsure_threshold: float | None = None,
+        max_new_tokens: int | None = None,
+    ) -> Predictor:
+        """Load the bundle folder ``path`` (see :mod:`purrsight.inference.bundle`)."""
+        return cls(
+            load_bundle(path, device),
+            unsure_threshold=unsure_threshold,
+            max_new_tokens=max_new_tokens,
+        )
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def labels(self) -> list[str]:
+        return self.bundle.labels
+
+    @property
+    def modalities(self) -> list[str]:
+        """The prompt modalities the model was trained with (``image``, ``audio``)."""
+        return self.bundle.modalities
+
+    @property
+    def unsure_threshold(self) -> float:
+        return float(self.settings.get("unsure_threshold", 0.4))
+
+    @property
+    def welfare_threshold(self) -> float:
+        return float(self.settings.get("welfare_threshold", 0.3))
+
+    # ------------------------------------------------------------------ public API
+
+    def predict(
+        self,
+        image: MediaSource | None = None,
+        audio: MediaSource | None = None,
+        video: MediaSource | None = None,
+        text: str | None = None,
+        *,
+        mode: Mode = "report",
+    ) -> Prediction:
+        """One report for one cat; see the module docstring for inputs and modes."""
+        request = {"image": image, "audio": audio, "video": video, "text": text}
+        return self.predict_batch([request], mode=mode)[0]
+
+    def predict_batch(
+        self, requests: Sequence[dict[str, Any]], *, mode: Mode = "report"
+    ) -> list[Prediction]:
+        """One prediction per request dict (keys ``image``, ``audio``, ``video``, ``text``,
+        each optional), in order. Label scoring and generation run batched (4 and 8 prompts
+        at a time); each request's media is decoded and encoded on its own.
+
+        Raises on the first bad request (MediaError / InputError), before any model work.
+        """
+        if mode not in ("report", "labels"):
+            raise ValueError(f"mode must be 'report' or 'labels', got {mode!r}")
+        prepared = [self.prepare(**_request_kwargs(r)) for r in requests]
+        return self.predict_prepared(prepared, mode=mode)
+
+    def prepare(
+        self,
+        image: MediaSource | None = None,
+        audio: MediaSource | None = None,
+        video: MediaSource | None = None,
+        text: str | None = None,
+    ) -> Prepared:
+        """Decode and encode one request: aligned features for the prompt."""
+        started = time.perf_counter()
+        if video is not None and (image is not None or audio is not None):
+            raise InputError("give a video, or an image and/or audio, not both")
+        if image is None and audio is None and video is None:
+            raise InputError(
+                "nothing to look at: give an image, an audio clip or a video "
+                "(text is read only as a note alongside them)"
+            )
+        instruction = self._instruction(text)  # cheap checks before any decoding
+        modalities: list[str] = []
+        features: dict[str, torch.Tensor] = {}
+        media = self.media
+        if video is not None:
+            encoder = self._encoder("image", "video")
+            clip = load_video(
+                video,
+                self._audio_rate() if "audio" in self.modalities else 16000,
+                num_frames=int(self.settings.get("video_frames", 8)),
+                max_seconds=media.max_video_seconds,
+                max_bytes=media.max_file_bytes,
+                max_pixels=media.max_image_pixels,
+            )
+            frames = self._align("image", encoder(clip.frames))  # [f, e]
+            # The mean direction of the frames' unit vectors, back on the unit sphere
+            # (the projector was trained on unit vectors).
+            features["image"] = F.normalize(frames.mean(dim=0), dim=-1)
+            if clip.audio is not None and "audio" in self.modalities:
+                features["audio"] = self._align("audio", self._encoder("audio")([clip.audio]))[0]
+            modalities.append("video")
+        if image is not None:
+            encoder = self._encoder("image")
+            picture = load_image(image, media.max_image_pixels, media.max_file_bytes)
+            features["image"] = self._align("image", encoder([picture]))[0]
+            modalities.append("image")
+        if audio is not None:
+            encoder = self._encoder("audio")
+            wave = load_audio(
+                audio, encoder.sample_rate, media.max_audio_seconds, media.max_file_bytes
+            )
+            features["audio"] = self._align("audio", encoder([wave]))[0]
+            modalities.append("audio")
+        if text and text.strip():
+            modalities.append("text")
+        return Prepared(features, modalities, instruction, time.perf_counter() - started)
+
+    def predict_prepared(
+        self, prepared: Sequence[Prepared], *, mode: Mode = "report"
+    ) -> list[Prediction]:
+        """Predictions for already prepared requests (see :meth:`prepare`)."""
+        if not prepared:
+            return []
+        started = time.perf_counter()
+        if mode == "labels":
+            probs, arousal = self.label_probabilities(prepared)
+            out = [
+                self._labels_prediction(p, probs[i], arousal[i], "labels")
+                for i, p in enumerate(prepared)
+            ]
+        else:
+            out = self._report_predictions(prepared)
+        model_seconds = time.perf_counter() - started
+        for p, prediction in zip(prepared, out, strict=True):
+            prediction.timings = {
+                "prepare": p.seconds,
+                "model": model_seconds,
+                "total": p.seconds + model_seconds,
+            }
+        return out
+
+    def label_probabilities(
+        self, prepared: Sequence[Prepared]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Label scoring without generation: ([b, L] label probabilities, [b, 3] arousal
+        probabilities low/medium/high), from the no-evidence answer prefix. A report
+        writes its arousal before its emotion, so both are scored jointly (a tree: each
+        arousal once, each label on top of it) and each marginalised."""
+        firsts = [f'{a}","emotion":"' for a in AROUSALS]
+        seconds = [f"{label}{_AFTER_LABEL}" for label in self.labels]
+        items = self._items(prepared)
+        chunks = [
+            score_option_pairs(
+                self.bundle.model,
+                self.bundle.tokenizer,
+                items[start : start + SCORE_BATCH],
+                NO_EVIDENCE_PREFIX,
+                firsts,
+                seconds,
+            )
+            for start in range(0, len(items), SCORE_BATCH)
+        ]
+        joint = torch.cat(chunks).flatten(1).softmax(dim=-1).view(-1, len(firsts), len(seconds))
+        return joint.sum(dim=1), joint.sum(dim=2)
+
+    # ------------------------------------------------------------------ internals
+
+    def _score(
+        self, prepared: Sequence[Prepared], prefixes: Sequence[str], options
+    ) -> torch.Tensor:
+        items = self._items(prepared)
+        chunks = []
+        for start in range(0, len(items), SCORE_BATCH):
+            chunk = slice(start, start + SCORE_BATCH)
+            chunks.append(
+                score_options(
+                    self.bundle.model, self.bundle.tokenizer, items[chunk], prefixes[chunk], options
+                )
+            )
+        return torch.cat(chunks)
+
+    def _items(self, prepared: Sequence[Prepared]) -> list[dict[str, Any]]:
+        try:
+            return build_items(
+                self.bundle.tokenizer,
+                [p.features for p in prepared],
+                [p.instruction for p in prepared],
+                int(self.bundle.info["num_soft_tokens"]),
+                self.system_prompt,
+            )
+        except ValueError as err:  # a reserved marker in the user's text
+            raise InputError(str(err)) from None
+
+    def _report_predictions(self, prepared: Sequence[Prepared]) -> list[Prediction]:
+        bundle = self.bundle
+        texts, _ = generate_texts(
+            bundle.model,
+            bundle.tokenizer,
+            [p.features for p in prepared],
+            [p.instruction for p in prepared],
+            int(bundle.info["num_soft_tokens"]),
+            max_new_tokens=self.max_new_tokens,
+            batch_size=GENERATE_BATCH,
+            system_prompt=self.system_prompt,
+        )
+        parsed = [
+            parse_report(text, self.labels, modalities=p.modalities)
+            for text, p in zip(texts, prepared, strict=True)
+        ]
+        # Label scores where each valid report names its emotion, given what it wrote before.
+        scored = [
+            i for i, r in enumerate(parsed) if r.report is not None and _emotion_prefix(texts[i])
+        ]
+        probs_at: dict[int, torch.Tensor] = {}
+        if scored:
+            options = [f"{label}{_AFTER_LABEL}" for label in self.labels]
+            prefixes = [_emotion_prefix(texts[i]) or "" for i in scored]
+            scores = self._score([prepared[i] for i in scored], prefixes, options)
+            probs_at = dict(zip(scored, scores.softmax(dim=-1), strict=True))
+        fallback = [i for i in range(len(prepared)) if i not in probs_at]
+        label_probs: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        if fallback:
+            probs, arousal = self.label_probabilities([prepared[i] for i in fallback])
+            label_probs = {i: (probs[j], arousal[j]) for j, i in enumerate(fallback)}
+        out = []
+        for i, (p, result) in enumerate(zip(prepared, parsed, strict=True)):
+            if i in probs_at:
+                out.append(self._generated_prediction(p, result, probs_at[i]))
+                continue
+            error = result.error or "the report names no emotion to score"
+            prediction = self._labels_prediction(p, *label_probs[i], "invalid")
+            prediction.error, prediction.raw_text = error, result.raw
+            out.append(prediction)
+        return out
+
+    def _generated_prediction(self, p: Prepared, result, probs: torch.Tensor) -> Prediction:
+        """The generated report with emotion, confidence and alternatives from ``probs``."""
+        generated = result.report
+        probabilities = self._as_dict(probs)
+        emotion, confidence, alternatives = self._verdict(probs)
+        repairs = list(result.repairs)
+        summary, advice = generated.summary, generated.advice
+        if emotion != generated.emotion:
+            # The text around the label argued for the generated emotion: keep it only
+            # when it names the emotion the report now gives.
+            repairs.append(f"emotion {generated.emotion!r} rescored as {emotion!r}")
+            summary, advice = self._templated(emotion, probs)
+        evidence, dropped = _observable(generated.evidence, p.features)
+        repairs += [f"dropped {cue} (no {CUE_MODALITY[cue]} given)" for cue in dropped]
+        report = self._finish(
+            evidence=evidence,
+            arousal=generated.arousal,
+            emotion=emotion,
+            confidence=confidence,
+            alternatives=alternatives,
+            summary=summary,
+            advice=advice,
+            modalities=p.modalities,
+            probabilities=probabilities,
+        )
+        status: Status = "repaired" if repairs else result.status
+        return Prediction(report, probabilities, status, None, result.raw, tuple(repairs))
+
+    def _labels_prediction(
+        self, p: Prepared, probs: torch.Tensor, arousal: torch.Tensor, status: Status
+    ) -> Prediction:
+        probabilities = self._as_dict(probs)
+        emotion, confidence, alternatives = self._verdict(probs)
+        summary, advice = self._templated(emotion, probs)
+        report = self._finish(
+            evidence=Evidence(),
+            arousal=AROUSALS[int(arousal.argmax())],
+            emotion=emotion,
+            confidence=confidence,
+            alternatives=alternatives,
+            summary=summary,
+            advice=advice,
+            modalities=p.modalities,
+            probabilities=probabilities,
+        )
+        return Prediction(report, probabilities, status)
+
+    def _as_dict(self, probs: torch.Tensor) -> dict[str, float]:
+        return {label: float(v) for label, v in zip(self.labels, probs.tolist(), strict=True)}
+
+    def _verdict(self, probs: torch.Tensor) -> tuple[str, float, list[Alternative]]:
+        """(emotion or ``unsure``, its probability, the next labels by probability)."""
+        order = probs.argsort(descending=True).tolist()
+        top = order[0]
+        confidence = float(probs[top])
+        unsure = confidence < self.unsure_threshold
+        # Unsure: the alternatives are the candidates, the top label first.
+        rest = order if unsure else order[1:]
+        alternatives = [
+            Alternative(emotion=self.labels[j], p=round(float(probs[j]), 4))
+            for j in rest[:MAX_ALTERNATIVES]
+            if float(probs[j]) >= 0.01
+        ]
+        return (UNSURE if unsure else self.labels[top]), round(confidence, 4), alternatives
+
+    def _templated(self, emotion: str, probs: torch.Tensor) -> tuple[str, str]:
+        """Summary and advice written from the label alone (nothing was generated)."""
+        if emotion == UNSURE:
+            top = [self.labels[j] for j in probs.argsort(descending=True)[:2].tolist()]
+            names = " or ".join(t.replace("_", " ") for t in top)
+            return (
+                f"Not sure how this cat feels: perhaps {names}.",
+                "Watch the cat for a while and look again; a clearer photo or sound helps.",
+            )
+        return f"The cat seems {emotion.replace('_', ' ')}.", label_advice(emotion)
+
+    def _finish(self, *, probabilities: dict[str, float], advice: str, **fields: Any) -> Report:
+        """The report with the welfare rule applied: the answer is a welfare label, or the
+        welfare labels together are at least ``welfare_threshold`` likely."""
+        welfare = self.bundle.info.get("welfare_labels", ["in_pain"])
+        risk = sum(probabilities.get(label, 0.0) for label in welfare)
+        alert = fields["emotion"] in welfare or risk >= self.welfare_threshold
+        if alert and "vet" not in advice.lower():
+            advice = f"{VET_ADVICE} {advice}"
+        return Report(advice=advice, welfare_alert=alert, **fields)
+
+    def _instruction(self, text: str | None) -> str:
+        question = str(self.settings.get("instruction") or "How does this cat feel?")
+        if not text:
+            return question
+        text = text.strip()
+        limit = int(self.settings.get("max_text_chars", 500))
+        if len(text) > limit:
+            raise InputError(f"text is {len(text)} characters, over the limit of {limit}")
+        reserved = self._reserved_markers()
+        found = next((m for m in reserved if m in text), None)
+        if found is not None:
+            # A special token in user text would be read as one (a new turn, an end token):
+            # refused rather than silently altered.
+            raise InputError(f"text contains the reserved marker {found!r}")
+        return f"{question}\nOwner's note: {text}" if text else question
+
+    def _reserved_markers(self) -> list[str]:
+        """The soft-token placeholders and every special/added token of the tokenizer."""
+        tokenizer = self.bundle.tokenizer
+        added = [t.content for t in getattr(tokenizer, "added_tokens_decoder", {}).values()]
+        specials = list(getattr(tokenizer, "all_special_tokens", []))
+        return sorted({*PLACEHOLDERS.values(), *added, *specials} - {""}, key=len, reverse=True)
+
+    def _encoder(self, modality: str, requested_as: str | None = None):
+        """The frozen encoder for ``modality``, built once and checked against the identity
+        the aligner was trained with."""
+        if modality not in self.modalities:
+            raise InputError(
+                f"this model reads {' and '.join(self.modalities)} only; it cannot use "
+                f"{requested_as or modality}"
+            )
+        if modality not in self._encoders:
+            from purrsight.models.encoders import build_encoder
+
+            spec = self.bundle.info["encoders"][modality]
+            encoder = build_encoder(modality, EncoderConfig.model_validate(spec["config"]))
+            if spec.get("identity") and encoder.identity != spec["identity"]:
+                raise BundleError(
+                    f"{self.bundle.path}: encoders.{modality} is {encoder.identity}, but the "
+                    f"bundle's aligner was trained on {spec['identity']}"
+                )
+            self._encoders[modality] = encoder.to(next(self.bundle.model.parameters()).device)
+        return self._encoders[modality]
+
+    def _audio_rate(self) -> int:
+        return int(self._encoder("audio").sample_rate)
+
+    @torch.no_grad()
+    def _align(self, modality: str, features: torch.Tensor) -> torch.Tensor:
+        """Encoder features [n, d_m] → aligned unit vectors [n, e] (float32, CPU)."""
+        head = self.bundle.aligner.heads[modality]
+        return head(features.to(next(head.parameters()).device)).float().cpu()
+
+
+# Which input each evidence cue needs: a cue the model could not perceive is not evidence.
+CUE_MODALITY = {
+    "ears": "image",
+    "eyes": "image",
+    "tail": "image",
+    "posture": "image",
+    "vocalization": "audio",
+}
+
+
+def _observable(
+    evidence: Evidence, features: dict[str, torch.Tensor]
+) -> tuple[Evidence, list[str]]:
+    """``evidence`` with cues of absent inputs set to null (the model sometimes writes a
+    vocalization for a silent photo), and the names of the cues dropped."""
+    values = evidence.model_dump()
+    dropped = [c for c, m in CUE_MODALITY.items() if m not in features and values[c] is not None]
+    for cue in dropped:
+        values[cue] = None
+    return Evidence(**values), dropped
+
+
+def _request_kwargs(request: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(request) - {"image", "audio", "video", "text"})
+    if unknown:
+        raise InputError(f"unknown request fields {unknown}; use image, audio, video, text")
+    return {k: request.get(k) for k in ("image", "audio", "video", "text")}
+
+
+def _emotion_prefix(text: str) -> str | None:
+    """The generated text up to and including the opening quote of its emotion value."""
+    match = _EMOTION_FIELD.search(text)
+    return text[: match.end()] if match else None

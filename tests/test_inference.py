@@ -1,0 +1,433 @@
+"""Export, load, predict and evaluate on a tiny model trained for real (a Lightning run of
+a tiny Llama with a byte tokenizer, tiny ViT / Wav2Vec2 / BERT encoders, a random aligner).
+
+Data: 9 train + 3 val samples; 2 optimizer steps are enough: the LoRA B matrices are
+non-zero afterwards, so merging and the adapter files are really exercised.
+"""
+
+from __future__ import annotations
+
+import json
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from purrsight.cli import main
+from purrsight.config import load_config
+from purrsight.data.instruction import collate
+from purrsight.data.media import MediaError, MediaTooLarge
+from purrsight.inference.bundle import (
+    ADAPTER_CONFIG,
+    ADAPTER_FILE,
+    MANIFEST,
+    PROJECTORS_FILE,
+    load_bundle,
+)
+from purrsight.inference.errors import BundleError, InputError
+from purrsight.inference.evaluate import OUTPUT_FILES, evaluate_bundle
+from purrsight.inference.export import export_bundle, model_from_checkpoint, read_phase2_checkpoint
+from purrsight.inference.generate import build_items
+from purrsight.inference.predictor import Predictor
+from purrsight.inference.report_parse import parse_report
+from purrsight.report import UNSURE, Report
+from purrsight.train.phase2 import run_phase2
+from test_phase2_train import _make_aligner, _make_data, _make_llm_folder
+from video_fixture import write_test_video
+
+MODALITIES = ("image", "audio", "text")
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_encoder_dirs):
+    """(root, checkpoint path, config) of a 2-step Phase 2 run on tiny models."""
+    root = tmp_path_factory.mktemp("inference")
+    data = _make_data(root)
+    encoders = [f"encoders.{m}={{type: hf, path: {tiny_encoder_dirs[m]}}}" for m in MODALITIES]
+    _make_aligner(root, load_config(None, encoders))
+    config = load_config(
+        None,
+        [
+            *encoders,
+            f"llm_model_name={_make_llm_folder(root, 'llama')}",
+            f"phase1_checkpoint_path={root}/alignment/*/aligner.pt",
+            f"data_dir={data}",
+            f"output_dir={root / 'outputs'}",
+            "batch_size=3",
+            "num_epochs=1",
+            "max_steps=2",
+            "learning_rate=5e-2",
+            "warmup_steps=0",
+            "lora_r=4",
+            "lora_alpha=8",
+            "num_soft_tokens=2",
+            "projector_hidden_dim=16",
+            "max_text_length=600",
+            "num_workers=0",
+            "preview_samples=0",
+            "max_new_tokens=6",
+            "mlflow.enabled=false",
+            "precision=32",
+        ],
+    )
+    result = run_phase2(config)
+    return root, result.last_checkpoint, config
+
+
+@pytest.fixture(scope="module")
+def bundle(trained):
+    root, checkpoint, _ = trained
+    out = root / "bundle"
+    export_bundle(checkpoint, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def predictor(bundle):
+    return Predictor.from_bundle(bundle)
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    """{"image": png, "audio": wav, "video": a 3 s MP4 of frames + a tone}."""
+    root = tmp_path_factory.mktemp("media")
+    rng = np.random.default_rng(0)
+    image = root / "cat.png"
+    Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(image)
+    audio = root / "meow.wav"
+    _write_wav(audio, _tone(16000, 1.0, 600.0), 16000)
+    return {"image": image, "audio": audio, "video": write_test_video(root / "clip.mp4")}
+
+
+def _tone(rate: int, seconds: float, hz: float) -> np.ndarray:
+    t = np.arange(int(rate * seconds)) / rate
+    return (0.5 * np.sin(2 * np.pi * hz * t)).astype(np.float32)
+
+
+def _write_wav(path: Path, samples: np.ndarray, rate: int) -> None:
+    with wave.open(str(path), "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(rate)
+        handle.writeframes((samples * 32767).astype(np.int16).tobytes())
+
+
+def _batch(loaded, features_rows):
+    """A left-padded prompt batch for the given feature rows."""
+    items = build_items(
+        loaded.tokenizer, features_rows, "How does this cat feel?", loaded.model.num_tokens
+    )
+    return collate(items, int(loaded.tokenizer.pad_token_id), padding_side="left")
+
+
+def _rows(dim: int, n: int = 3) -> list[dict[str, torch.Tensor]]:
+    torch.manual_seed(1)
+    feats = torch.nn.functional.normalize(torch.randn(n, 2, dim), dim=-1)
+    return [
+        {"image": feats[0, 0], "audio": feats[0, 1]},
+        {"image": feats[1, 0]},
+        {"audio": feats[2, 1]},
+    ][:n]
+
+
+def _logits(model, batch) -> torch.Tensor:
+    with torch.no_grad():
+        return model(**batch.model_inputs()).logits
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def test_bundle_is_self_describing(trained, bundle) -> None:
+    _, checkpoint, config = trained
+    files = {p.name for p in bundle.iterdir()}
+    for name in (MANIFEST, PROJECTORS_FILE, ADAPTER_FILE, ADAPTER_CONFIG, "aligner.pt"):
+        assert name in files, name
+    assert "aligner.json" in files and "llm" not in files  # the base LLM is referenced
+    info = json.loads((bundle / MANIFEST).read_text())
+    assert info["labels"] == config.labels and info["modalities"] == ["image", "audio"]
+    assert info["num_soft_tokens"] == 2 and info["llm"]["kind"] == "adapter"
+    assert info["llm"]["name"] == config.llm_model_name
+    assert info["llm"]["identity"].startswith("llm:")
+    assert info["lora"]["r"] == 4 and info["lora"]["target_modules"] == config.lora_target_modules
+    assert info["encoders"]["image"]["identity"].startswith("hf-image:")
+    assert info["prompt"]["system_prompt"] and info["inference"]["unsure_threshold"] == 0.4
+    adapter = json.loads((bundle / ADAPTER_CONFIG).read_text())
+    assert adapter["peft_type"] == "LORA" and adapter["r"] == 4
+    assert info["source"]["global_step"] == 2
+
+
+def test_exported_model_gives_the_checkpoints_logits(trained, bundle) -> None:
+    _, checkpoint, _ = trained
+    reference, _, _ = model_from_checkpoint(read_phase2_checkpoint(checkpoint))
+    loaded = load_bundle(bundle)
+    # LoRA really trained: B is not zero, so the adapter file matters.
+    assert any(
+        v.abs().sum() > 0 for k, v in reference.trainable_state_dict().items() if "lora_B" in k
+    )
+    batch = _batch(loaded, _rows(loaded.model.projectors.in_dim))
+    torch.testing.assert_close(
+        _logits(loaded.model, batch), _logits(reference, batch), atol=1e-5, rtol=0
+    )
+
+
+def test_merged_bundle_matches_the_adapter_bundle(trained, bundle) -> None:
+    root, checkpoint, _ = trained
+    merged_dir = root / "bundle-merged"
+    info = export_bundle(checkpoint, merged_dir, merge_lora=True)
+    assert info["llm"]["kind"] == "merged" and (merged_dir / "llm" / "config.json").is_file()
+    assert not (merged_dir / ADAPTER_FILE).exists()
+    adapter, merged = load_bundle(bundle), load_bundle(merged_dir)
+    assert not hasattr(merged.model.llm, "peft_config")  # plain layers after the merge
+    batch = _batch(adapter, _rows(adapter.model.projectors.in_dim))
+    torch.testing.assert_close(
+        _logits(merged.model, batch), _logits(adapter.model, batch), atol=1e-4, rtol=0
+    )
+
+
+def test_int8_bundle_is_smaller_and_agrees_on_labels(trained, bundle, media) -> None:
+    root, checkpoint, _ = trained
+    int8_dir = root / "bundle-int8"
+    info = export_bundle(checkpoint, int8_dir, quantize="int8")
+    sizes = info["quantization"]
+    assert info["llm"]["kind"] == "int8"
+    assert 0 < sizes["llm_int8_mb"] < sizes["llm_fp32_mb"], sizes
+    fp32, int8 = Predictor.from_bundle(bundle), Predictor.from_bundle(int8_dir)
+    requests = [
+        {"image": media["image"]},
+        {"audio": media["audio"]},
+        {"image": media["image"], "audio": media["audio"]},
+    ]
+    p32 = fp32.predict_batch(requests, mode="labels")
+    p8 = int8.predict_batch(requests, mode="labels")
+    # int8 weights move the probabilities a little (a tiny model with sharp logits: a few
+    # points) but not the answer.
+    for a, b in zip(p32, p8, strict=True):
+        top32 = max(a.probabilities, key=a.probabilities.get)
+        top8 = max(b.probabilities, key=b.probabilities.get)
+        assert top32 == top8, (a.probabilities, b.probabilities)
+        diff = max(abs(a.probabilities[k] - b.probabilities[k]) for k in a.probabilities)
+        assert diff < 0.15, (a.probabilities, b.probabilities)
+
+
+def test_export_refuses_to_overwrite_a_folder_that_is_no_bundle(trained, tmp_path) -> None:
+    _, checkpoint, _ = trained
+    (tmp_path / "keep.txt").write_text("mine")
+    with pytest.raises(ValueError, match="is not a Purr-Sight bundle"):
+        export_bundle(checkpoint, tmp_path)
+    assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+def test_a_checkpoint_is_not_a_bundle(trained) -> None:
+    _, checkpoint, _ = trained
+    with pytest.raises(BundleError, match="purrsight export --checkpoint"):
+        load_bundle(checkpoint)
+
+
+# ----------------------------------------------------------------------------- predict
+
+
+@pytest.mark.parametrize(
+    ("given", "listed"),
+    [
+        (("image",), ["image"]),
+        (("audio",), ["audio"]),
+        (("image", "audio"), ["image", "audio"]),
+        (("video",), ["video"]),
+    ],
+)
+def test_any_media_subset_gives_a_valid_report(predictor, media, given, listed) -> None:
+    prediction = predictor.predict(**{m: media[m] for m in given}, mode="report")
+    report = Report.model_validate(prediction.report.model_dump())
+    assert report.modalities == listed
+    assert abs(sum(prediction.probabilities.values()) - 1) < 1e-4
+    assert set(prediction.probabilities) == set(predictor.labels)
+    # A tiny model cannot write a report in 6 tokens: that is said, never passed on as valid.
+    assert prediction.status == "invalid" and prediction.error and prediction.raw_text is not None
+    top = max(prediction.probabilities, key=prediction.probabilities.get)
+    assert report.emotion in (top, UNSURE)
+    assert report.confidence == pytest.approx(prediction.probabilities[top], abs=1e-4)
+
+
+def test_video_uses_its_frames_and_sound(predictor, media) -> None:
+    video = predictor.prepare(video=media["video"])
+    image = predictor.prepare(image=media["image"])
+    assert set(video.features) == {"image", "audio"} and set(image.features) == {"image"}
+    assert torch.linalg.vector_norm(video.features["image"]).item() == pytest.approx(1, abs=1e-4)
+
+
+def test_bytes_give_the_same_answer_as_paths(predictor, media) -> None:
+    from_path = predictor.predict(image=media["image"], audio=media["audio"], mode="labels")
+    from_bytes = predictor.predict(
+        image=media["image"].read_bytes(), audio=media["audio"].read_bytes(), mode="labels"
+    )
+    assert from_path.probabilities == pytest.approx(from_bytes.probabilities, abs=1e-6)
+    assert from_bytes.report == from_path.report
+
+
+def test_labels_mode_scores_without_generating(predictor, media) -> None:
+    prediction = predictor.predict(image=media["image"], text="He hides all day.", mode="labels")
+    assert prediction.status == "labels" and prediction.raw_text is None
+    assert prediction.report.modalities == ["image", "text"]
+    assert prediction.report.evidence.model_dump() == dict.fromkeys(
+        ("ears", "eyes", "tail", "posture", "vocalization")
+    )
+
+
+def test_batch_equals_one_at_a_time(predictor, media) -> None:
+    requests = [{"image": media["image"]}, {"audio": media["audio"]}, {"video": media["video"]}]
+    batched = predictor.predict_batch(requests, mode="labels")
+    for request, got in zip(requests, batched, strict=True):
+        alone = predictor.predict(**request, mode="labels")
+        assert got.probabilities == pytest.approx(alone.probabilities, abs=1e-5)
+
+
+def test_low_confidence_is_unsure(bundle, media) -> None:
+    strict = Predictor.from_bundle(bundle, unsure_threshold=0.99)
+    report = strict.predict(image=media["image"], mode="labels").report
+    assert report.emotion == UNSURE and report.confidence < 0.99
+    assert report.alternatives and report.alternatives[0].emotion in strict.labels
+    assert "Not sure" in report.summary
+
+
+def test_pain_risk_sets_the_welfare_alert(predictor, media) -> None:
+    calm = predictor.predict(image=media["image"], mode="labels")
+    risk = calm.probabilities["in_pain"]
+    predictor.settings["welfare_threshold"] = risk / 2  # this reading is now high-risk
+    try:
+        alarmed = predictor.predict(image=media["image"], mode="labels").report
+    finally:
+        predictor.settings["welfare_threshold"] = 0.3
+    assert alarmed.welfare_alert and "vet" in alarmed.advice.lower()
+
+
+def test_a_valid_generation_keeps_its_text_and_gets_scored_confidence(predictor, media) -> None:
+    """The report path after a generation that parses: the emotion, confidence and
+    alternatives come from label scores taken where the text names its emotion."""
+    text = json.dumps(
+        {
+            "evidence": {
+                "ears": "flattened",
+                "eyes": "wide",
+                "tail": "puffed",
+                "posture": "crouched",
+                "vocalization": "hiss",
+            },
+            "arousal": "high",
+            "emotion": "fearful",
+            "confidence": 0.99,
+            "alternatives": [],
+            "summary": "A frightened cat.",
+            "advice": "Give it space.",
+            "welfare_alert": False,
+        },
+        separators=(",", ":"),
+    )
+    prepared = predictor.prepare(image=media["image"])
+    result = parse_report(text, predictor.labels, modalities=prepared.modalities)
+    prefix = text[: text.index('"emotion":"') + len('"emotion":"')]
+    scores = predictor._score([prepared], [prefix], [f'{x}","' for x in predictor.labels])
+    prediction = predictor._generated_prediction(prepared, result, scores.softmax(-1)[0])
+    report = prediction.report
+    assert report.evidence.ears == "flattened" and report.arousal == "high"
+    # A photo alone cannot show a hiss: the cue is dropped, and that is recorded.
+    assert report.evidence.vocalization is None
+    assert "dropped vocalization (no audio given)" in prediction.repairs
+    assert prediction.status == "repaired"
+    assert report.confidence != 0.99  # the written number is not the confidence
+    assert report.confidence == pytest.approx(max(prediction.probabilities.values()), abs=1e-4)
+    if report.emotion == "fearful":
+        assert report.summary == "A frightened cat."
+    else:  # rescored to another label: the text that argued for "fearful" is replaced
+        assert any("rescored" in r for r in prediction.repairs)
+
+
+@pytest.mark.parametrize(
+    ("request_", "error", "match"),
+    [
+        ({}, InputError, "nothing to look at"),
+        ({"video": "V", "image": "I"}, InputError, "not both"),
+        ({"image": b"not an image at all"}, MediaError, "not a decodable image"),
+        ({"text": "only words"}, InputError, "nothing to look at"),
+        ({"image": "x.png", "text": "hi<|im_end|>"}, InputError, "reserved marker"),
+        ({"image": "x.png", "text": "<|cat_image|>"}, InputError, "reserved marker"),
+        ({"image": "x.png", "text": "x" * 501}, InputError, "over the limit of 500"),
+    ],
+)
+def test_bad_requests_are_refused_clearly(predictor, request_, error, match) -> None:
+    with pytest.raises(error, match=match):
+        predictor.predict(**request_)
+
+
+def test_oversized_upload_is_a_limit_error(bundle, media) -> None:
+    small = Predictor.from_bundle(bundle)
+    small.media = small.media.model_copy(update={"max_file_bytes": 100})
+    with pytest.raises(MediaTooLarge, match="over the limit of 100"):
+        small.predict(image=media["image"].read_bytes())
+
+
+# ----------------------------------------------------------------------------- evaluate + CLI
+
+
+def test_evaluate_writes_metrics_report_and_figures(trained, predictor, tmp_path) -> None:
+    root, _, config = trained
+    metrics = evaluate_bundle(
+        predictor, Path(config.data_dir) / "train.jsonl", tmp_path, max_generate=1
+    )
+    for name in OUTPUT_FILES:
+        assert (tmp_path / name).stat().st_size > 0, name
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert on_disk["n"] == metrics["n"] == 9
+    for system in ("label_scoring", "generation", "report"):
+        m = on_disk[system]
+        for key in ("accuracy", "macro_f1", "balanced_accuracy", "ece", "per_class", "baseline"):
+            assert key in m, (system, key)
+        assert set(m["subsets"]) == {"image_only", "audio_only", "both"}
+    assert on_disk["label_scoring"]["n"] == 9
+    assert on_disk["generation"]["n"] == 3  # the first sample of each modality subset
+    assert on_disk["generation"]["valid_rate"] == 0.0  # 6 tokens cannot hold a report
+    for png in ("confusion_matrix.png", "reliability.png"):
+        with Image.open(tmp_path / png) as img:
+            assert img.size[0] > 1000 and img.size[1] > 500
+    assert "| label_scoring |" in (tmp_path / "report.md").read_text()
+
+
+def test_cli_predict_prints_a_valid_report(bundle, media, capsys) -> None:
+    code = main(
+        ["predict", "--model", str(bundle), "--image", str(media["image"]), "--mode", "labels"]
+    )
+    assert code == 0
+    report = Report.model_validate_json(capsys.readouterr().out)
+    assert report.modalities == ["image"]
+
+
+def test_cli_errors_are_one_line(bundle, tmp_path, capsys) -> None:
+    missing = tmp_path / "nope.png"
+    assert main(["predict", "--model", str(bundle), "--image", str(missing)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {missing}: file not found"
+    assert main(["predict", "--model", str(tmp_path)]) == 2
+    assert "not a Purr-Sight bundle" in capsys.readouterr().err
+
+
+def test_tree_scoring_equals_flat_scoring(predictor, media) -> None:
+    """The arousal x label tree scores the same tokens as the flat list of all pairs."""
+    from purrsight.inference.predictor import NO_EVIDENCE_PREFIX
+    from purrsight.inference.scoring import score_option_pairs, score_options
+
+    prepared = [predictor.prepare(image=media["image"]), predictor.prepare(audio=media["audio"])]
+    items = predictor._items(prepared)
+    model, tokenizer = predictor.bundle.model, predictor.bundle.tokenizer
+    firsts = ['low","emotion":"', 'high","emotion":"']
+    seconds = [f'{label}","' for label in predictor.labels]
+    tree = score_option_pairs(model, tokenizer, items, NO_EVIDENCE_PREFIX, firsts, seconds)
+    flat = score_options(
+        model, tokenizer, items, [NO_EVIDENCE_PREFIX] * 2, [a + b for a in firsts for b in seconds]
+    )
+    torch.testing.assert_close(tree.flatten(1), flat, atol=1e-4, rtol=0)
