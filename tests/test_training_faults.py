@@ -180,6 +180,7 @@ def test_interrupted_at_a_random_step_resumes_exactly(setup, llama) -> None:
     root, _ = setup
     overrides, reference, _ = llama
     step = random.Random().randint(1, 5)
+    print(f"interrupted after step {step} of 6")
     tracking = root / f"mlruns-random-{step}"
     config = _config(
         setup,
