@@ -46,6 +46,8 @@ def demo_run(tmp_path_factory, tiny_encoder_dirs):
         "preview_samples=0",
         "num_workers=0",
         "precision=32",
+        "feature_cache=true",  # as config/demo.yaml: Phase 2 and the reports read it
+        f"feature_cache_dir={root / 'cache'}",
     ]
     config = load_config(None, overrides)
     return root, run_demo(config, None)
@@ -63,6 +65,7 @@ def test_summary_has_every_stage(demo_run) -> None:
     assert 0.0 <= summary["phase2"]["valid_report_rate"] <= 1.0
     assert summary["total_seconds"] >= summary["phase2"]["seconds"]
     assert Path(summary["phase2"]["checkpoint"]).name == "last.ckpt"
+    assert any((root / "cache" / "aligned").rglob("*.safetensors"))
     evaluate = summary["evaluate"]
     for key in ("macro_f1", "accuracy", "ece", "image_only_macro_f1", "audio_only_macro_f1"):
         assert 0.0 <= evaluate[key] <= 1.0, key

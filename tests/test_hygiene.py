@@ -25,6 +25,8 @@ LIBRARY_MODULES = [
     "purrsight.inference.evaluate",
     "purrsight.inference.plots",
     "purrsight.inference.commands",
+    "purrsight.data.check",
+    "purrsight.models.weights",
 ]
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from purrsight.data.manifest import ManifestError, read_manifest
+from purrsight.data.manifest import ManifestError, iter_manifest, read_manifest
 from purrsight.report import Report
 
 REPORT = {
@@ -53,6 +53,7 @@ def test_plain_text_response_is_its_own_caption(tmp_path: Path) -> None:
     [
         ("{not json", "malformed JSON"),
         ("[1, 2]", "expected a JSON object"),
+        ("[" * 100_000 + "]" * 100_000, "malformed JSON (nested too deeply)"),
         ({"id": "x", "response": "r"}, "at least one of image, audio, video"),
         ({"id": "x", "image": "a.png"}, "response: Field required"),
         ({"id": "x", "image": "/etc/passwd", "response": "r"}, "absolute path"),
@@ -94,3 +95,37 @@ def test_duplicate_ids_and_empty_files(tmp_path: Path) -> None:
         read_manifest(empty)
     with pytest.raises(ManifestError, match="data file not found"):
         read_manifest(tmp_path / "missing.jsonl")
+
+
+def test_a_line_that_is_not_utf8_is_named_and_the_rest_still_read(tmp_path: Path) -> None:
+    path = tmp_path / "train.jsonl"
+    good = json.dumps(_sample(1)).encode()
+    path.write_bytes(
+        good + b"\n" + b'{"id": "caf\xe9"}\n' + json.dumps(_sample(3)).encode() + b"\n"
+    )
+    items = list(iter_manifest(path))
+    assert [type(x).__name__ for x in items] == ["Sample", "ManifestError", "Sample"]
+    assert (
+        str(items[1]).startswith(f"{path}:2: not UTF-8 text") and items[1].kind == "malformed_json"
+    )
+    with pytest.raises(ManifestError, match=r":2: not UTF-8"):
+        read_manifest(path)
+
+
+@pytest.mark.parametrize(
+    ("media", "kind", "fragment"),
+    [
+        ("a\x00b.png", "schema", "NUL character"),
+        ("/etc/passwd", "path_outside", "absolute path"),
+        ("img/../../x.png", "path_outside", "leaves the data folder"),
+        ("loop/a.png", "unreadable_media", "cannot resolve"),
+    ],
+)
+def test_unsafe_paths_are_refused_with_their_kind(
+    tmp_path: Path, media: str, kind: str, fragment: str
+) -> None:
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    path = _write(tmp_path, [{"id": "x", "image": media, "response": "r"}])
+    (item,) = list(iter_manifest(path))
+    assert isinstance(item, ManifestError) and item.kind == kind and fragment in str(item)
+    assert str(item).startswith(f"{path}:1: image: ")

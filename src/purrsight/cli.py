@@ -51,6 +51,31 @@ def cmd_data_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_import(args: argparse.Namespace) -> int:
+    from purrsight.data.importers import import_dataset
+
+    result = import_dataset(args.kind, args.source, args.out, args.mapping, copy=args.copy)
+    print(json.dumps(result.summary(), indent=2))
+    return 0
+
+
+def cmd_data_split(args: argparse.Namespace) -> int:
+    from purrsight.data.split import format_report, parse_ratios, split_file
+
+    report = split_file(args.jsonl, args.by, parse_ratios(args.ratios), args.seed, args.out)
+    print(format_report(report))
+    return 0
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from purrsight.data.check import check_dataset
+
+    config = _load(args)
+    report = check_dataset(args.paths, config.media, config.labels)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())
+    return 0 if report.errors == 0 else 1
+
+
 def cmd_train_phase1(args: argparse.Namespace) -> int:
     config = _load(args)  # refuse a bad config before the slow imports
     from purrsight.train.phase1 import run_phase1
@@ -76,6 +101,27 @@ def cmd_train_phase2(args: argparse.Namespace) -> int:
         return err.exit_code
     print(f"last checkpoint: {result.last_checkpoint}")
     print(json.dumps({k: round(v, 4) for k, v in result.metrics.items()}, indent=2))
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from purrsight.validate import quiet_logs, validate_main
+
+    quiet_logs(args.verbose)
+    return validate_main(
+        args.config,
+        args.overrides,
+        quick=args.quick,
+        verbose=args.verbose,
+        as_json_output=args.json,
+    )
+
+
+def cmd_cache_features(args: argparse.Namespace) -> int:
+    config = _load(args)
+    from purrsight.train.cache_features import fill_feature_cache
+
+    print(json.dumps(fill_feature_cache(config, args.config), indent=2))
     return 0
 
 
@@ -206,6 +252,13 @@ def _add_phase2_args(parser: argparse.ArgumentParser, default_config: str = DEFA
     )
 
 
+def _add_validate_args(parser: argparse.ArgumentParser, default_config: str) -> None:
+    _add_config_args(parser, default_config)
+    parser.add_argument("--quick", action="store_true", help="only the guide's quick set")
+    parser.add_argument("--verbose", action="store_true", help="details and logs of each check")
+    parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="purrsight", description="Read a cat's emotional state from what it sees and hears."
@@ -222,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(func=cmd_demo)
 
-    data = commands.add_parser("data", help="data sets: generate demo data").add_subparsers(
+    data = commands.add_parser("data", help="data sets: demo data, import, split").add_subparsers(
         dest="data_command", required=True, metavar="DATA_COMMAND"
     )
     gen = data.add_parser("demo", help="generate the procedural demo data set")
@@ -230,6 +283,29 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--n", type=int, default=420, help="number of samples (default: 420)")
     gen.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     gen.set_defaults(func=cmd_data_demo)
+    imp = data.add_parser("import", help="import a public cat data set (see docs/DATASETS.md)")
+    imp.add_argument("kind", choices=["catmeows", "catsound", "folders"], help="source layout")
+    imp.add_argument("source", help="the downloaded, unpacked data set folder")
+    imp.add_argument("--out", required=True, help="new folder: all.jsonl, media/, dataset card")
+    imp.add_argument("--mapping", help="YAML/JSON: source class -> emotion (default: built in)")
+    imp.add_argument("--copy", action="store_true", help="copy media instead of hard-linking")
+    imp.set_defaults(func=cmd_data_import)
+    spl = data.add_parser("split", help="grouped, stratified train/val/test split + leakage report")
+    spl.add_argument("jsonl", help="the JSONL to split (e.g. <import>/all.jsonl)")
+    spl.add_argument("--by", default="subject_id", help="group key: subject_id or meta.<key>")
+    spl.add_argument(
+        "--ratios", default="0.8,0.1,0.1", help="train,val[,test] (default 0.8,0.1,0.1)"
+    )
+    spl.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    spl.add_argument("--out", default=None, help="output folder (default: the JSONL's folder)")
+    spl.set_defaults(func=cmd_data_split)
+    check = data.add_parser(
+        "check", help="report every problem of a data set with its line (exit 1 on errors)"
+    )
+    check.add_argument("paths", nargs="+", help="JSONL files, or folders of train/val/test.jsonl")
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
+    _add_config_args(check, default=None)  # labels and media limits; None: the defaults
+    check.set_defaults(func=cmd_data_check)
 
     train = commands.add_parser("train", help="training").add_subparsers(
         dest="train_command", required=True, metavar="PHASE"
@@ -240,6 +316,16 @@ def build_parser() -> argparse.ArgumentParser:
     p2 = train.add_parser("phase2", help="projectors + LoRA on the LLM (the guide's Phase 2)")
     _add_phase2_args(p2)
     p2.set_defaults(func=cmd_train_phase2)
+
+    val = commands.add_parser("validate", help="the guide's 9 pre-flight checks of Phase 2")
+    _add_validate_args(val, DEFAULT_CONFIG)
+    val.set_defaults(func=cmd_validate)
+
+    cache = commands.add_parser(
+        "cache-features", help="fill the feature cache (encoder + aligned features) for the data"
+    )
+    _add_config_args(cache)
+    cache.set_defaults(func=cmd_cache_features)
 
     cfg = commands.add_parser("config", help="configuration").add_subparsers(
         dest="config_command", required=True, metavar="CONFIG_COMMAND"
@@ -307,6 +393,19 @@ def train_phase2_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _setup_logging()
     return run_guarded(cmd_train_phase2, args)
+
+
+def validate_phase2_main(argv: list[str] | None = None) -> int:
+    """``python validate_phase2.py …``: ``purrsight validate`` with the guide's default
+    config/train_config.yaml."""
+    parser = argparse.ArgumentParser(
+        prog="validate_phase2.py", description="Phase 2 pre-flight checks (= purrsight validate)."
+    )
+    _add_validate_args(parser, "config/train_config.yaml")
+    parser.set_defaults(debug=False)
+    args = parser.parse_args(argv)
+    _setup_logging()
+    return run_guarded(cmd_validate, args)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,7 +23,9 @@ class ConfigError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: no key means anything at inf or nan, and an inf limit would
+    # overflow where it is used (e.g. seconds × sample rate) instead of failing here.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 ImageEncoderType = Literal["efficientnet_lite0", "hf"]
@@ -73,9 +75,9 @@ class MediaConfig(_Strict):
 
     max_image_pixels: int = Field(default=40_000_000, gt=0)
     max_audio_seconds: float = Field(default=30.0, gt=0)
+    max_video_seconds: float = Field(default=30.0, gt=0)
+    """Longest video accepted (training, predict, serve): frames sampled, audio used."""
     max_file_bytes: int = Field(default=100 * 1024 * 1024, gt=0)
-    max_video_seconds: float = Field(default=60.0, gt=0)
-    """Longest video accepted (predict / serve): its frames are sampled, its audio used."""
 
 
 class InferenceConfig(_Strict):
@@ -177,6 +179,13 @@ class Config(_Strict):
     preview_samples: int = Field(default=1, ge=0)
     """Val samples (train if no val) answered and logged after training (0: none)."""
 
+    # --- the feature cache (Phase 1 and 2) ---
+    feature_cache: bool = False
+    """Keep the frozen encoders' and aligner's features on disk, keyed by content hash and
+    model identity, and reuse them; with a full cache Phase 2 never loads the encoders."""
+    feature_cache_dir: str = "cache/features"
+    """Where the feature cache lives (shared by every config that uses the same models)."""
+
     # --- everything else ---
     seed: int = 42
     output_dir: str = "outputs"
@@ -200,6 +209,13 @@ class Config(_Strict):
     def _finite(cls, value: float | None) -> float | None:
         if value is not None and not math.isfinite(value):
             raise ValueError("must be a finite number")
+        return value
+
+    @field_validator("feature_cache_dir")
+    @classmethod
+    def _cache_dir_given(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must name a folder, e.g. cache/features")
         return value
 
     @field_validator("precision", mode="before")
@@ -277,6 +293,8 @@ def _describe(err: ValidationError, raw: dict[str, Any]) -> str:
         allowed = ", ".join(_allowed_keys(loc[:-1]))
         return f"unknown key '{key}'; allowed here: {allowed}"
     message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "finite_number":  # the same words as the validators' own check
+        message = "must be a finite number"
     got = first.get("input")
     shown = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
     return f"{key}: {message}{shown}"

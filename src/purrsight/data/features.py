@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from purrsight.config import MediaConfig
 from purrsight.data.manifest import Sample
-from purrsight.data.media import MediaError, load_audio, load_image
+from purrsight.data.media import MediaError, decode_media
 
 
 @dataclass
@@ -35,15 +35,10 @@ class FeatureTable:
 
 def _loader(modality: str, encoder: Any, media: MediaConfig) -> Callable[[Sample], Any]:
     """How one sample's input for ``modality`` is read."""
-    if modality == "image":
-        return lambda s: load_image(s.image, media.max_image_pixels, media.max_file_bytes)
-    if modality == "audio":
-        return lambda s: load_audio(
-            s.audio, encoder.sample_rate, media.max_audio_seconds, media.max_file_bytes
-        )
     if modality == "text":
         return lambda s: s.text
-    raise ValueError(f"no loader for modality {modality!r}")
+    rate = encoder.sample_rate if modality == "audio" else None
+    return lambda s: decode_media(modality, getattr(s, modality), media, rate)
 
 
 def _has(sample: Sample, modality: str) -> bool:

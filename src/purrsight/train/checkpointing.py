@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from purrsight.config import ConfigError
+from purrsight.models.weights import WeightsError, load_weights
 
 log = logging.getLogger(__name__)
 
@@ -135,15 +136,14 @@ def check_trainable_only(state: dict[str, torch.Tensor]) -> None:
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
     """A Phase 2 checkpoint, loaded with ``weights_only=True`` (it holds only tensors and
-    plain values), after checking it is one."""
+    plain values), after checking it is one. A pickle that would run code, or a damaged
+    file, is a one-line :class:`ConfigError` naming the file."""
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling problem is "not a checkpoint"
-        raise ConfigError(
-            f"{path}: not a readable checkpoint ({type(err).__name__}: {err})"
-        ) from None
+        checkpoint = load_weights(path, "checkpoint")
+    except WeightsError as err:  # refused pickle or damaged file: one line naming it
+        raise ConfigError(str(err)) from None
     meta = checkpoint.get("hyper_parameters", {}) if isinstance(checkpoint, dict) else {}
-    if meta.get("format") != CHECKPOINT_FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
         raise ConfigError(f"{path}: not a Purr-Sight Phase 2 checkpoint ({CHECKPOINT_FORMAT})")
     return checkpoint
 

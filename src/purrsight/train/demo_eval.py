@@ -39,17 +39,12 @@ def evaluate_generation(config: Config, result: Any, split_path: Path) -> Genera
         result: a :class:`~purrsight.train.phase2.Phase2Result` holding the trained model.
     """
     from purrsight.models.aligner import load_aligner
-    from purrsight.train.phase2_data import encode_aligned
-    from purrsight.train.phase2_setup import load_encoders
+    from purrsight.train.phase2_setup import encode_aligned_splits
 
     started = time.perf_counter()
     samples = read_manifest(split_path, config.labels)
     aligner, info = load_aligner(result.aligner_path)
-    encoders = load_encoders(config, info, result.modalities)
-    feats = encode_aligned(
-        samples, encoders, aligner, config.media, config.phase1.encode_batch_size, "test"
-    )
-    del encoders
+    (feats,) = encode_aligned_splits(config, [("test", samples)], aligner, info, result.modalities)
     rows = [feats.row(i) for i in range(len(samples))]
     parsed = generate_reports(
         result.model,

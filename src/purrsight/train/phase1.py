@@ -56,9 +56,12 @@ def _encode_everything(
 ) -> tuple[FeatureTable, FeatureTable, torch.Tensor, dict[str, str], dict[str, int]]:
     """One pass through the frozen encoders: train and val features, label-description
     text features [k, d_text], encoder identities and feature sizes."""
-    encoders = {
-        m: build_encoder(m, getattr(config.encoders, m)) for m in ("image", "audio", "text")
-    }
+    # Only the perceptual modalities the training data has: a head trained on no samples
+    # would be saved as if it were aligned (audio-only or image-only data sets).
+    present = [m for m in ("image", "audio") if any(getattr(s, m) for s in train)]
+    if config.feature_cache:
+        return _encode_with_cache(config, train, val, (*present, "text"))
+    encoders = {m: build_encoder(m, getattr(config.encoders, m)) for m in (*present, "text")}
     batch = config.phase1.encode_batch_size
     train_table = encode_samples(train, encoders, config.media, batch, desc="train")
     val_table = encode_samples(val, encoders, config.media, batch, desc="val")
@@ -67,6 +70,35 @@ def _encode_everything(
     identities = {m: e.identity for m, e in encoders.items()}
     dims = {m: e.dim for m, e in encoders.items()}
     return train_table, val_table, label_feats, identities, dims
+
+
+def _encode_with_cache(
+    config: Config, train: list[Sample], val: list[Sample], modalities: tuple[str, ...]
+) -> tuple[FeatureTable, FeatureTable, torch.Tensor, dict[str, str], dict[str, int]]:
+    """:func:`_encode_everything` through the feature cache: an encoder is loaded only
+    for the features the cache lacks."""
+    from purrsight.data.feature_cache import (
+        FeatureCache,
+        LazyEncoders,
+        encoder_table,
+        text_features,
+    )
+
+    cache = FeatureCache(Path(config.feature_cache_dir))
+    encoders = LazyEncoders(config.encoders, modalities)
+    batch = config.phase1.encode_batch_size
+    train_table = encoder_table(train, encoders, config.media, batch, cache, desc="train")
+    val_table = encoder_table(val, encoders, config.media, batch, cache, desc="val")
+    descriptions = [label_description(lb) for lb in config.labels]
+    label_feats = text_features(descriptions, encoders, config.media, cache)
+    log.info(
+        "feature cache %s: %s; encoders loaded: %s",
+        cache.root,
+        cache.stats["encoder"].as_dict(),
+        ", ".join(encoders.built) or "none",
+    )
+    dims = {m: int(f.shape[1]) for m, f in train_table.features.items()}
+    return train_table, val_table, label_feats, dict(encoders.identities), dims
 
 
 def _quiet_transformers() -> None:
@@ -98,6 +130,9 @@ def run_phase1(config: Config, config_path: str | None = None) -> Phase1Result:
     encode_seconds = time.perf_counter() - t0
     log.info("Encoded %d samples once in %.1f s", len(train) + len(val), encode_seconds)
 
+    # Re-seeded so the heads' initialisation does not depend on whether the encoders were
+    # loaded (building one draws random numbers) or all features came from the cache.
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
     aligner = Aligner(
         dims, cfg.embed_dim, cfg.head_hidden_dim, cfg.head_dropout, cfg.temperature_init
     )

@@ -35,6 +35,7 @@ from purrsight.train.checkpointing import (
     capture_rng_state,
     check_trainable_only,
     emergency_path,
+    read_checkpoint,
     restore_rng_state,
 )
 from purrsight.train.phase2_data import ResumableDataLoader
@@ -214,12 +215,18 @@ class Phase2Module(L.LightningModule):
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Every checkpoint Lightning writes goes to a temp file first, then ``os.replace``."""
+    """Every checkpoint Lightning writes goes to a temp file first, then ``os.replace``;
+    every checkpoint it reads is loaded weights-only, whatever the caller asks for."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options=None) -> None:
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options")
         atomic_torch_save(checkpoint, Path(path))
+
+    def load_checkpoint(self, path: Any, map_location=None, weights_only=None) -> dict[str, Any]:
+        # A crafted pickle is refused (one line naming the file) and its code never runs,
+        # even if some Lightning path asks for weights_only=False.
+        return read_checkpoint(Path(path))
 
 
 class EmergencyCheckpoint(Callback):

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from purrsight.config import Config, ConfigError
-from purrsight.data.manifest import read_manifest
+from purrsight.data.manifest import Sample, read_manifest
 from purrsight.models.llm import resolve_llm_folder
 from purrsight.train.checkpointing import (
     file_sha256,
@@ -143,30 +143,112 @@ def check_same_model(config: Config, saved: dict[str, Any], resume_path: Path) -
 # ----------------------------------------------------------------------------- features
 
 
+def check_trained_with(modality: str, identity: str, aligner_info: dict[str, Any]) -> None:
+    """Refuse an encoder other than the one the aligner was trained on (it would feed the
+    heads meaningless features)."""
+    trained_with = aligner_info.get("encoders", {}).get(modality)
+    if trained_with != identity:
+        raise ConfigError(
+            f"encoders.{modality}: the config's encoder ({identity}) is not the one "
+            f"the aligner was trained with ({trained_with}); use the Phase 1 "
+            "run's encoders (its config.yaml) or train Phase 1 again"
+        )
+
+
 def load_encoders(config: Config, aligner_info: dict[str, Any], modalities: Sequence[str]):
     """The config's frozen encoders for ``modalities``, checked against the identities the
-    aligner was trained on (another encoder would feed the heads meaningless features)."""
+    aligner was trained on."""
     from purrsight.models.encoders import build_encoder
 
-    trained_with = aligner_info.get("encoders", {})
     encoders = {}
     for modality in modalities:
         encoder = build_encoder(modality, getattr(config.encoders, modality))
-        if trained_with.get(modality) != encoder.identity:
-            raise ConfigError(
-                f"encoders.{modality}: the config's encoder ({encoder.identity}) is not the one "
-                f"the aligner was trained with ({trained_with.get(modality)}); use the Phase 1 "
-                "run's encoders (its config.yaml) or train Phase 1 again"
-            )
+        check_trained_with(modality, encoder.identity, aligner_info)
         encoders[modality] = encoder
     return encoders
 
 
+def encode_aligned_splits(
+    config: Config,
+    splits: Sequence[tuple[str, Sequence[Sample]]],
+    aligner: Any,
+    aligner_info: dict[str, Any],
+    modalities: Sequence[str],
+) -> list[Any]:
+    """Aligned features (``AlignedFeatures``, None for an empty split) of each named split.
+
+    With ``feature_cache: true`` they come from the feature cache and an encoder is built
+    only for what is missing there (with a full cache: none); else every sample goes once
+    through the encoders and the aligner heads."""
+    from purrsight.train.phase2_data import encode_aligned
+
+    batch = config.phase1.encode_batch_size
+    if not config.feature_cache:
+        encoders = load_encoders(config, aligner_info, modalities)
+        out = [
+            encode_aligned(samples, encoders, aligner, config.media, batch, name)
+            if samples
+            else None
+            for name, samples in splits
+        ]
+        del encoders  # frozen and no longer needed: give their memory to the LLM
+        gc.collect()
+        return out
+
+    from purrsight.data.feature_cache import FeatureCache, LazyEncoders
+
+    lazy = LazyEncoders(config.encoders, modalities)
+    cache = FeatureCache(Path(config.feature_cache_dir))
+    out = cached_aligned_splits(config, splits, aligner, aligner_info, modalities, cache, lazy)
+    log.info(
+        "feature cache %s: aligned %s, encoder %s; encoders loaded: %s",
+        cache.root,
+        cache.stats["aligned"].as_dict(),
+        cache.stats["encoder"].as_dict(),
+        ", ".join(lazy.built) or "none",
+    )
+    lazy.release()
+    gc.collect()
+    return out
+
+
+def cached_aligned_splits(
+    config: Config,
+    splits: Sequence[tuple[str, Sequence[Sample]]],
+    aligner: Any,
+    aligner_info: dict[str, Any],
+    modalities: Sequence[str],
+    cache: Any,
+    lazy: Any,
+) -> list[Any]:
+    """:func:`encode_aligned_splits` through ``cache`` (a ``FeatureCache``), building
+    encoders of ``lazy`` (``LazyEncoders``) only on misses."""
+    from purrsight.data.feature_cache import aligned_features
+    from purrsight.train.phase2_data import AlignedFeatures
+
+    for modality in modalities:
+        check_trained_with(modality, lazy.identities[modality], aligner_info)
+    batch = config.phase1.encode_batch_size
+    out = []
+    for name, samples in splits:
+        if not samples:
+            out.append(None)
+            continue
+        features, present = {}, {}
+        for m in modalities:
+            features[m], present[m] = aligned_features(
+                samples, m, lazy, aligner.heads, aligner.embed_dim, config.media, batch, cache, name
+            )
+        out.append(AlignedFeatures([s.id for s in samples], features, present))
+    return out
+
+
 def aligned_splits(config: Config, plan: RunPlan):
-    """Read the splits and run them once through the frozen encoders + aligner heads.
+    """Read the splits and run them once through the frozen encoders + aligner heads (or
+    take them from the feature cache).
     Returns (train samples, train features, val samples, val features, modalities, info)."""
     from purrsight.models.aligner import load_aligner
-    from purrsight.train.phase2_data import encode_aligned, used_modalities
+    from purrsight.train.phase2_data import used_modalities
 
     train = read_manifest(plan.train_path, config.labels)
     val = read_manifest(plan.val_path, config.labels) if plan.val_path else []
@@ -175,11 +257,8 @@ def aligned_splits(config: Config, plan: RunPlan):
     missing = [m for m in modalities if m not in aligner.heads]
     if missing:
         raise ConfigError(f"phase1_checkpoint_path: {plan.aligner_path} has no head for {missing}")
-    encoders = load_encoders(config, info, modalities)
-    batch = config.phase1.encode_batch_size
-    train_feats = encode_aligned(train, encoders, aligner, config.media, batch, "train")
-    val_feats = encode_aligned(val, encoders, aligner, config.media, batch, "val") if val else None
-    del encoders  # frozen and no longer needed: give their memory to the LLM
-    gc.collect()
+    train_feats, val_feats = encode_aligned_splits(
+        config, [("train", train), ("val", val)], aligner, info, modalities
+    )
     info = {**info, "embed_dim": aligner.embed_dim}
     return train, train_feats, val, val_feats, modalities, info
