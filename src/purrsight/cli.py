@@ -169,6 +169,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from purrsight.inference.server.run import run_from_args
+
+    return run_from_args(args)
+
+
 def _add_inference_commands(commands) -> None:
     """export / predict / evaluate (their logic lives in purrsight.inference.commands)."""
     export = commands.add_parser("export", help="a Phase 2 checkpoint -> a self-describing bundle")
@@ -216,6 +222,12 @@ def _add_inference_commands(commands) -> None:
     )
     evaluate.add_argument("--mlflow", action="store_true", help="log to outputs/mlruns")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    from purrsight.inference.server.run import add_arguments as add_serve_arguments
+
+    serve = commands.add_parser("serve", help="HTTP API + web page for a bundle (FastAPI)")
+    add_serve_arguments(serve)
+    serve.set_defaults(func=cmd_serve)
 
 
 # ----------------------------------------------------------------------------- parser
