@@ -25,6 +25,8 @@ LIBRARY_MODULES = [
     "purrsight.inference.evaluate",
     "purrsight.inference.plots",
     "purrsight.inference.commands",
+    "purrsight.inference.server.app",
+    "purrsight.inference.server.run",
     "purrsight.data.check",
     "purrsight.models.weights",
 ]

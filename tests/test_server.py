@@ -184,6 +184,9 @@ def test_bad_uploads_are_refused_and_the_server_keeps_answering(server, files) -
     _assert_error(_post(server, {"image": files["cat.png"]}, mode="poem"), 422, "mode")
     _assert_error(_post(server, {"picture": files["cat.png"]}), 422, "unknown field")
     _assert_error(_post(server, {"image": b""}), 422, "empty")
+    twice = [("image", ("a.png", files["cat.png"].read_bytes()))] * 2
+    twice_response = httpx.post(f"{server.url}/v1/analyze", files=twice, headers=AUTH)
+    _assert_error(twice_response, 422, "given twice")
     _assert_error(_post(server, {"image": files["cat.png"]}, text="x" * 501), 422, "over the limit")
     # A path (or URL) where a file belongs is refused, never opened.
     _assert_error(_post(server, {}, image="/etc/passwd"), 422, "must be an uploaded file")

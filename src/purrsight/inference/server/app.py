@@ -34,7 +34,6 @@ from purrsight.inference.server.worker import Busy, PredictorWorker
 
 log = logging.getLogger(__name__)
 
-RETRY_AFTER_SECONDS = 1
 MODES = ("report", "labels")
 
 _ANALYZE_BODY = {
@@ -70,8 +69,10 @@ _ANALYZE_BODY = {
 }
 
 
-def error_response(status: int, message: str, detail: Any = None) -> JSONResponse:
-    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status == 503 else None
+def error_response(
+    status: int, message: str, detail: Any = None, retry_after: int | None = None
+) -> JSONResponse:
+    headers = {"Retry-After": str(retry_after or 1)} if status == 503 else None
     return JSONResponse({"error": message, "detail": detail}, status_code=status, headers=headers)
 
 
@@ -144,17 +145,20 @@ def create_app(predictor, limits: ServerLimits, api_key: str | None = None):
         try:
             future = worker.submit(form, mode, limits.request_seconds)
         except Busy as err:
-            return error_response(503, f"busy: {err}; retry shortly", None)
+            return error_response(503, f"busy: {err}; retry shortly", None, worker.retry_after())
         try:
             prediction = await asyncio.wait_for(
                 asyncio.wrap_future(future), timeout=limits.request_seconds
             )
         except TimeoutError:
             return error_response(
-                503, f"not answered within {limits.request_seconds} s; retry shortly", None
+                503,
+                f"not answered within {limits.request_seconds} s; retry shortly",
+                None,
+                worker.retry_after(),
             )
         except Busy as err:
-            return error_response(503, f"busy: {err}; retry shortly", None)
+            return error_response(503, f"busy: {err}; retry shortly", None, worker.retry_after())
         except MediaTooLarge as err:
             return error_response(413, str(err), {"reason": err.reason, "kind": err.kind})
         except MediaError as err:

@@ -114,7 +114,8 @@ async def read_form(request: Request, max_upload_bytes: int, max_text_chars: int
             {"content_type": content_type or None, "fields": [*MEDIA_FIELDS, *TEXT_FIELDS]},
         )
     try:
-        form = await request.form(max_files=len(MEDIA_FIELDS), max_fields=len(TEXT_FIELDS))
+        every = len(MEDIA_FIELDS) + len(TEXT_FIELDS)  # more parts than this is an error anyway
+        form = await request.form(max_files=every, max_fields=every)
     except _BodyTooLarge as err:
         raise err.refused from None
     except Exception as err:  # noqa: BLE001 - the multipart parser's own errors

@@ -46,6 +46,8 @@ class PredictorWorker:
         self._thread = threading.Thread(target=self._run, name="purrsight-predictor", daemon=True)
         self.batches = 0
         self.largest_batch = 0
+        self.seconds_per_request = 1.0
+        """Moving average of model time per request (what Retry-After is estimated from)."""
 
     def start(self) -> None:
         self._thread.start()
@@ -60,6 +62,10 @@ class PredictorWorker:
     @property
     def waiting(self) -> int:
         return self._queue.qsize()
+
+    def retry_after(self) -> int:
+        """Seconds a refused client should wait: the time to work off the queue, 1..60."""
+        return int(min(60, max(1, round(self.waiting * self.seconds_per_request))))
 
     def submit(self, request: dict[str, Any], mode: str, timeout: float) -> Future:
         """Queue one request; raises :class:`Busy` when the queue is full."""
@@ -90,6 +96,12 @@ class PredictorWorker:
             self._run_batch(jobs)
 
     def _run_batch(self, jobs: list[Job]) -> None:
+        started = time.monotonic()
+        self._work(jobs)
+        per_request = (time.monotonic() - started) / len(jobs)
+        self.seconds_per_request = 0.8 * self.seconds_per_request + 0.2 * per_request
+
+    def _work(self, jobs: list[Job]) -> None:
         self.batches += 1
         self.largest_batch = max(self.largest_batch, len(jobs))
         by_mode: dict[str, list[tuple[Job, Any]]] = {}
