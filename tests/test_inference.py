@@ -355,6 +355,9 @@ def test_a_valid_generation_keeps_its_text_and_gets_scored_confidence(predictor,
         ({"video": "V", "image": "I"}, InputError, "not both"),
         ({"image": b"not an image at all"}, MediaError, "not a decodable image"),
         ({"text": "only words"}, InputError, "nothing to look at"),
+        ({"image": "x.png", "text": "hi<|im_end|>"}, InputError, "reserved marker"),
+        ({"image": "x.png", "text": "<|cat_image|>"}, InputError, "reserved marker"),
+        ({"image": "x.png", "text": "x" * 501}, InputError, "over the limit of 500"),
     ],
 )
 def test_bad_requests_are_refused_clearly(predictor, request_, error, match) -> None:

@@ -140,94 +140,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_export(args: argparse.Namespace) -> int:
-    from purrsight.inference.commands import run_export
-
-    run_export(args.checkpoint, args.out, args.merge_lora, args.quantize)
-    return 0
-
-
-def cmd_predict(args: argparse.Namespace) -> int:
-    from purrsight.inference.commands import run_predict
-
-    return run_predict(
-        args.model,
-        args.image,
-        args.audio,
-        args.video,
-        args.text,
-        args.mode,
-        args.threshold,
-        args.details,
-    )
-
-
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from purrsight.inference.commands import run_evaluate
-
-    run_evaluate(args.model, args.data, args.out, args.max_generate, args.mlflow)
-    return 0
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     from purrsight.inference.server.run import run_from_args
 
     return run_from_args(args)
-
-
-def _add_inference_commands(commands) -> None:
-    """export / predict / evaluate (their logic lives in purrsight.inference.commands)."""
-    export = commands.add_parser("export", help="a Phase 2 checkpoint -> a self-describing bundle")
-    export.add_argument("--checkpoint", required=True, help="Phase 2 .ckpt (e.g. last.ckpt)")
-    export.add_argument("--out", required=True, help="bundle folder to write")
-    export.add_argument("--merge-lora", action="store_true", help="fold LoRA into the LLM")
-    export.add_argument("--quantize", choices=["int8"], default=None, help="CPU int8 LLM")
-    export.set_defaults(func=cmd_export)
-
-    predict = commands.add_parser("predict", help="a report for one cat (any media subset)")
-    predict.add_argument("--model", required=True, help="bundle folder (purrsight export)")
-    predict.add_argument("--image", help="photo (jpg, png, webp, bmp)")
-    predict.add_argument("--audio", help="sound (wav, flac, ogg, mp3)")
-    predict.add_argument("--video", help="video (mp4, mov, webm, …): frames + sound track")
-    predict.add_argument("--text", help="the owner's note, added to the question")
-    predict.add_argument(
-        "--mode",
-        choices=["report", "labels"],
-        default="report",
-        help="report: generate the full report; labels: label scoring only",
-    )
-    predict.add_argument(
-        "--threshold",
-        type=float,
-        default=None,
-        help="unsure below this label probability (default: the bundle's)",
-    )
-    predict.add_argument(
-        "--details",
-        action="store_true",
-        help="print probabilities, status and timings with the report",
-    )
-    predict.set_defaults(func=cmd_predict)
-
-    evaluate = commands.add_parser("evaluate", help="score a bundle on a labelled JSONL split")
-    evaluate.add_argument("--model", required=True, help="bundle folder")
-    evaluate.add_argument("--data", required=True, help="labelled JSONL (e.g. test.jsonl)")
-    evaluate.add_argument("--out", default="outputs/evaluate", help="folder for the results")
-    evaluate.add_argument(
-        "--max-generate",
-        type=_positive_int,
-        default=None,
-        metavar="N",
-        help="free generation on the first N samples per modality subset",
-    )
-    evaluate.add_argument("--mlflow", action="store_true", help="log to outputs/mlruns")
-    evaluate.set_defaults(func=cmd_evaluate)
-
-    from purrsight.inference.server.run import add_arguments as add_serve_arguments
-
-    serve = commands.add_parser("serve", help="HTTP API + web page for a bundle (FastAPI)")
-    add_serve_arguments(serve)
-    serve.set_defaults(func=cmd_serve)
 
 
 # ----------------------------------------------------------------------------- parser
@@ -345,7 +261,14 @@ def build_parser() -> argparse.ArgumentParser:
     show = cfg.add_parser("show", help="print the resolved config")
     _add_config_args(show)
     show.set_defaults(func=cmd_config_show)
-    _add_inference_commands(commands)
+    from purrsight.inference.commands import add_inference_commands  # stdlib-only module
+
+    add_inference_commands(commands)
+    from purrsight.inference.server.run import add_arguments as add_serve_arguments
+
+    serve = commands.add_parser("serve", help="HTTP API + web page for a bundle (FastAPI)")
+    add_serve_arguments(serve)
+    serve.set_defaults(func=cmd_serve)
     return parser
 
 

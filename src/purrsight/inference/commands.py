@@ -8,6 +8,7 @@ purrsight evaluate --model outputs/demo/bundle --data data/demo/test.jsonl --out
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -94,3 +95,83 @@ def headline(metrics: dict[str, Any]) -> str:
             f"per subset macro-F1: {parts})"
         )
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- CLI wiring
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    run_export(args.checkpoint, args.out, args.merge_lora, args.quantize)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    return run_predict(
+        args.model,
+        args.image,
+        args.audio,
+        args.video,
+        args.text,
+        args.mode,
+        args.threshold,
+        args.details,
+    )
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    run_evaluate(args.model, args.data, args.out, args.max_generate, args.mlflow)
+    return 0
+
+
+def add_inference_commands(commands: Any) -> None:
+    """``export``, ``predict`` and ``evaluate`` on cli.py's sub-parser collection."""
+    export = commands.add_parser("export", help="a Phase 2 checkpoint -> a self-describing bundle")
+    export.add_argument("--checkpoint", required=True, help="Phase 2 .ckpt (e.g. last.ckpt)")
+    export.add_argument("--out", required=True, help="bundle folder to write")
+    export.add_argument("--merge-lora", action="store_true", help="fold LoRA into the LLM")
+    export.add_argument("--quantize", choices=["int8"], default=None, help="CPU int8 LLM")
+    export.set_defaults(func=cmd_export)
+
+    predict = commands.add_parser("predict", help="a report for one cat (any media subset)")
+    predict.add_argument("--model", required=True, help="bundle folder (purrsight export)")
+    predict.add_argument("--image", help="photo (jpg, png, webp, bmp)")
+    predict.add_argument("--audio", help="sound (wav, flac, ogg, mp3)")
+    predict.add_argument("--video", help="video (mp4, mov, webm, …): frames + sound track")
+    predict.add_argument("--text", help="the owner's note, added to the question")
+    predict.add_argument(
+        "--mode",
+        choices=["report", "labels"],
+        default="report",
+        help="report: generate the full report; labels: label scoring only",
+    )
+    predict.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="unsure below this label probability (default: the bundle's)",
+    )
+    predict.add_argument(
+        "--details", action="store_true", help="print probabilities, status and timings too"
+    )
+    predict.set_defaults(func=cmd_predict)
+
+    evaluate = commands.add_parser("evaluate", help="score a bundle on a labelled JSONL split")
+    evaluate.add_argument("--model", required=True, help="bundle folder")
+    evaluate.add_argument("--data", required=True, help="labelled JSONL (e.g. test.jsonl)")
+    evaluate.add_argument("--out", default="outputs/evaluate", help="folder for the results")
+    evaluate.add_argument(
+        "--max-generate",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="free generation on the first N samples per modality subset (default: all)",
+    )
+    evaluate.add_argument("--mlflow", action="store_true", help="log the run to outputs/mlruns")
+    evaluate.set_defaults(func=cmd_evaluate)

@@ -145,6 +145,8 @@ def export_bundle(
             "exported": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         write_manifest(staging, info)
+        for path in staging.rglob("*"):  # safetensors writes 0600: a bundle is for sharing
+            path.chmod(0o755 if path.is_dir() else 0o644)
         if out.exists():
             shutil.rmtree(out)  # _check_target made sure it is an earlier bundle
         staging.rename(out)

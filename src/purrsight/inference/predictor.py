@@ -13,6 +13,15 @@ API (what a caller needs)::
     prediction.to_dict()          # JSON-ready: report + probabilities + status + timings
     predictor.predict_batch([{"image": b"..."}, {"audio": "a.wav"}], mode="labels")
 
+    # A server batching requests: decode each on its own (errors stay per request), then
+    # run the model once for all that prepared cleanly.
+    prepared = predictor.prepare(image=upload_bytes, text="he hides all day")
+    predictions = predictor.predict_prepared([prepared, ...], mode="report")
+
+A Predictor is not thread-safe: run one call at a time (queue or gather requests).
+``predictor.media`` holds the bundle's limits (``max_file_bytes`` …), ``predictor.labels``
+the label set.
+
 Inputs: ``image`` / ``audio`` / ``video`` are each a file path or the raw bytes of a file
 (an upload); ``text`` is what the owner says, added to the question in the prompt. Any
 non-empty combination of image, audio and video works (a video gives its sampled frames
@@ -25,13 +34,16 @@ Media limits (bytes, pixels, seconds) come from the bundle and are enforced by
 Modes:
 
 * ``"labels"``: one pass over the prompt and a batched pass over every label's tokens
-  (:mod:`purrsight.inference.scoring`): no generation, ~1 s on a CPU. The report's
+  (:mod:`purrsight.inference.scoring`): no generation, ~3 s for SmolLM2-135M on a busy
+  2-core CPU (a full report: ~30 s). The report's
   emotion, confidence, alternatives and arousal come from the scores; its evidence is
   empty (nothing was generated) and summary/advice are templated from the label.
 * ``"report"``: greedy KV-cached generation of the whole report, parsed and validated
   (repairs recorded). The label scores are then taken at the point where the generated
   text writes its emotion, conditioned on the evidence it wrote, so the confidence is the
-  model's probability for the label rather than the number it happened to write. A
+  model's probability for the label rather than the number it happened to write (a
+  rescored label different from the written one replaces the summary and advice; cues
+  of an input not given, e.g. a vocalization for a photo alone, are dropped). A
   generation that does not parse gives ``status="invalid"`` with the reason and a report
   from label scoring alone, never the broken text passed on as valid.
 
@@ -57,7 +69,7 @@ import torch
 import torch.nn.functional as F
 
 from purrsight.config import EncoderConfig, MediaConfig
-from purrsight.data.instruction import SYSTEM_PROMPT
+from purrsight.data.instruction import PLACEHOLDERS, SYSTEM_PROMPT
 from purrsight.data.media import MediaSource, load_audio, load_image, load_video
 from purrsight.inference.bundle import LoadedBundle, load_bundle
 from purrsight.inference.errors import BundleError, InputError
@@ -244,6 +256,7 @@ class Predictor:
                 "nothing to look at: give an image, an audio clip or a video "
                 "(text is read only as a note alongside them)"
             )
+        instruction = self._instruction(text)  # cheap checks before any decoding
         modalities: list[str] = []
         features: dict[str, torch.Tensor] = {}
         media = self.media
@@ -276,8 +289,7 @@ class Predictor:
             )
             features["audio"] = self._align("audio", encoder([wave]))[0]
             modalities.append("audio")
-        instruction = self._instruction(text)
-        if text:
+        if text and text.strip():
             modalities.append("text")
         return Prepared(features, modalities, instruction, time.perf_counter() - started)
 
@@ -493,7 +505,20 @@ class Predictor:
         limit = int(self.settings.get("max_text_chars", 500))
         if len(text) > limit:
             raise InputError(f"text is {len(text)} characters, over the limit of {limit}")
+        reserved = self._reserved_markers()
+        found = next((m for m in reserved if m in text), None)
+        if found is not None:
+            # A special token in user text would be read as one (a new turn, an end token):
+            # refused rather than silently altered.
+            raise InputError(f"text contains the reserved marker {found!r}")
         return f"{question}\nOwner's note: {text}" if text else question
+
+    def _reserved_markers(self) -> list[str]:
+        """The soft-token placeholders and every special/added token of the tokenizer."""
+        tokenizer = self.bundle.tokenizer
+        added = [t.content for t in getattr(tokenizer, "added_tokens_decoder", {}).values()]
+        specials = list(getattr(tokenizer, "all_special_tokens", []))
+        return sorted({*PLACEHOLDERS.values(), *added, *specials} - {""}, key=len, reverse=True)
 
     def _encoder(self, modality: str, requested_as: str | None = None):
         """The frozen encoder for ``modality``, built once and checked against the identity
