@@ -346,3 +346,55 @@ def test_the_page_shows_a_server_error_clearly(server, files, tmp_path) -> None:
         finally:
             browser.close()
     assert "API key" in message
+
+
+# ----------------------------------------------------------------------------- decode sandbox
+
+
+def test_a_decode_over_its_time_limit_is_killed_and_the_next_one_works(tmp_path) -> None:
+    """The sandbox child is killed when a decode runs past ``seconds`` (422, not a hang),
+    restarted, and decodes the next upload; a crashed child is replaced the same way."""
+    from purrsight.data.media import MediaError, MediaTooLarge
+    from purrsight.inference.server.sandbox import DecodeSandbox
+
+    limits = {"pixels": 40_000_000, "bytes": 50_000_000, "audio_seconds": 5, "video_seconds": 5}
+    big = io_bytes(Image.new("RGB", (6000, 4000), (120, 80, 40)), "JPEG")  # ~0.2 s to decode
+    small = io_bytes(Image.new("RGB", (32, 32), (1, 2, 3)), "PNG")
+    sandbox = DecodeSandbox(limits, seconds=0.001, memory_mb=2048)
+    try:
+        with pytest.raises(MediaError, match="decoding took longer than the limit of 0.001 s"):
+            sandbox.check({"image": big})
+        assert sandbox.restarts == 1
+        sandbox.seconds = 30.0
+        sandbox.check({"image": small, "audio": None})  # decodes: no exception
+        with pytest.raises(MediaTooLarge, match="over the limit of 5 s"):
+            sandbox.check({"audio": _wav_bytes(6.0)})
+        with pytest.raises(MediaError, match="not a decodable image") as err:
+            sandbox.check({"image": b"\x89PNG but not really"})
+        assert err.value.kind == "undecodable_media"
+        sandbox._process.kill()  # a decoder crash takes down only the child
+        sandbox._process.join()
+        sandbox.check({"image": small})
+        assert sandbox.restarts == 2
+    finally:
+        sandbox.close()
+
+
+def io_bytes(picture: Image.Image, fmt: str) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    picture.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def _wav_bytes(seconds: float, rate: int = 8000) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(rate)
+        handle.writeframes(b"\x00\x00" * int(rate * seconds))
+    return buffer.getvalue()

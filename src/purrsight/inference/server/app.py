@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from purrsight.data.media import MediaError, MediaTooLarge
 from purrsight.inference.errors import InputError
 from purrsight.inference.server.limits import ServerLimits
+from purrsight.inference.server.sandbox import DecodeSandbox
 from purrsight.inference.server.uploads import (
     MEDIA_FIELDS,
     BodyLimit,
@@ -85,9 +86,21 @@ def create_app(predictor, limits: ServerLimits, api_key: str | None = None):
     page = resources.files(__package__).joinpath("static/index.html").read_text("utf-8")
 
     async def lifespan(_app):
+        media = predictor.media
+        worker.sandbox = DecodeSandbox(
+            {
+                "pixels": media.max_image_pixels,
+                "bytes": media.max_file_bytes,
+                "audio_seconds": media.max_audio_seconds,
+                "video_seconds": media.max_video_seconds,
+            },
+            limits.decode_seconds,
+            limits.decode_memory_mb,
+        )
         worker.start()
         yield
         worker.stop()
+        worker.sandbox.close()
 
     app = FastAPI(
         title="Purr-Sight",

@@ -28,6 +28,10 @@ class ServerLimits:
     request_seconds: float = 60.0
     """A request not answered in this time gets 503 + Retry-After (its work is dropped if
     it has not started)."""
+    decode_seconds: float = 10.0
+    """Each upload is first decoded in a child process; one taking longer is killed (422)."""
+    decode_memory_mb: int = 2048
+    """Address-space cap of that child process (RLIMIT_AS)."""
     queue_size: int = 32
     """Requests waiting for the model; more get 503 + Retry-After at once."""
     max_batch: int = 8
@@ -44,10 +48,11 @@ class ServerLimits:
             "queue_size",
             "max_batch",
             "max_connections",
+            "decode_memory_mb",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"serve: {name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_audio_seconds", "max_video_seconds", "request_seconds"):
+        for name in ("max_audio_seconds", "max_video_seconds", "request_seconds", "decode_seconds"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"serve: {name} must be > 0, got {getattr(self, name)}")
         if self.max_request_bytes < self.max_upload_bytes:

@@ -97,6 +97,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-audio-seconds", type=float, default=d.max_audio_seconds)
     parser.add_argument("--max-video-seconds", type=float, default=d.max_video_seconds)
     parser.add_argument("--request-seconds", type=float, default=d.request_seconds)
+    parser.add_argument("--decode-seconds", type=float, default=d.decode_seconds)
+    parser.add_argument("--decode-memory-mb", type=int, default=d.decode_memory_mb)
     parser.add_argument("--queue-size", type=int, default=d.queue_size)
     parser.add_argument("--max-batch", type=int, default=d.max_batch)
     parser.add_argument("--max-connections", type=int, default=d.max_connections)
@@ -112,6 +114,8 @@ def run_from_args(args) -> int:
             max_audio_seconds=args.max_audio_seconds,
             max_video_seconds=args.max_video_seconds,
             request_seconds=args.request_seconds,
+            decode_seconds=args.decode_seconds,
+            decode_memory_mb=args.decode_memory_mb,
             queue_size=args.queue_size,
             max_batch=args.max_batch,
             max_connections=args.max_connections,

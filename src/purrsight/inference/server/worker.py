@@ -39,8 +39,10 @@ class Job:
 class PredictorWorker:
     """Runs jobs for one predictor on one thread; see the module docstring."""
 
-    def __init__(self, predictor, queue_size: int, max_batch: int) -> None:
+    def __init__(self, predictor, queue_size: int, max_batch: int, sandbox=None) -> None:
         self.predictor = predictor
+        self.sandbox = sandbox
+        """A :class:`~.sandbox.DecodeSandbox` that decodes each upload first (or None)."""
         self.max_batch = max_batch
         self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=queue_size)
         self._thread = threading.Thread(target=self._run, name="purrsight-predictor", daemon=True)
@@ -112,6 +114,8 @@ class PredictorWorker:
                 job.future.set_exception(Busy("the request waited past its time limit"))
                 continue
             try:
+                if self.sandbox is not None:
+                    self.sandbox.check(job.request)
                 prepared = self.predictor.prepare(**job.request)
             except Exception as err:  # noqa: BLE001 - the request's own error, for its client
                 job.future.set_exception(err)
