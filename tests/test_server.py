@@ -213,6 +213,39 @@ def test_a_body_over_the_request_cap_is_refused_before_it_is_read(server) -> Non
     assert server.alive()
 
 
+def test_a_chunked_body_is_cut_off_at_the_request_cap(server) -> None:
+    """No Content-Length (chunked): the bytes are counted as they stream in and the
+    request is answered 413 once they pass the cap."""
+    boundary = b"b0undary"
+    head = (
+        b"--"
+        + boundary
+        + b'\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n\r\n'
+    )
+    body = head + b"\x00" * (REQUEST_CAP + 100_000)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(
+            b"POST /v1/analyze HTTP/1.1\r\nHost: x\r\nX-API-Key: " + KEY.encode() + b"\r\n"
+            b"Content-Type: multipart/form-data; boundary=" + boundary + b"\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        try:
+            for start in range(0, len(body), 65536):
+                piece = body[start : start + 65536]
+                sock.sendall(b"%x\r\n" % len(piece) + piece + b"\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered and closed while we were still sending
+        answer = b""
+        try:
+            while chunk := sock.recv(4096):
+                answer += chunk
+        except ConnectionResetError:
+            pass
+    text = answer.decode(errors="replace")
+    assert text.startswith("HTTP/1.1 413") and "request body is over the limit" in text, text
+    assert server.alive()
+
+
 def test_a_15000_pixel_square_png_is_refused_without_growing_the_server(server) -> None:
     """225 M pixels, ~30 KB on disk: decoding it would take >= 225 MB (675 MB as RGB).
     The header check refuses it first; the server's peak RSS must not grow by 100 MB."""

@@ -73,7 +73,9 @@ _ANALYZE_BODY = {
 def error_response(
     status: int, message: str, detail: Any = None, retry_after: int | None = None
 ) -> JSONResponse:
-    headers = {"Retry-After": str(retry_after or 1)} if status == 503 else None
+    headers = {"Retry-After": str(retry_after or 1)} if status == 503 else {}
+    if status == 413:  # the rest of an oversized body is not read: end the connection
+        headers["Connection"] = "close"
     return JSONResponse({"error": message, "detail": detail}, status_code=status, headers=headers)
 
 
