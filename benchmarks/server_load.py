@@ -26,6 +26,7 @@ import io
 import json
 import os
 import random
+import signal
 import statistics
 import sys
 import time
@@ -103,21 +104,25 @@ async def client(
         kind = rng.choices(kinds, weights=mix)[0]
         parts = rng.choice(plan[kind]) + [("mode", (None, mode))]
         started, retries, status = time.monotonic(), 0, None
-        while True:
-            try:
-                response = await http.post(url, files=parts)
-                status = response.status_code
-            except httpx.HTTPError as err:  # a dropped connection is a failure, counted
-                status = f"error:{type(err).__name__}"
-                break
-            if status != 503 or retries >= MAX_RETRIES:
-                break
-            retries += 1
-            await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
+        try:
+            while True:
+                try:
+                    response = await http.post(url, files=parts)
+                    status = response.status_code
+                except httpx.HTTPError as err:  # a dropped connection is a failure, counted
+                    status = f"error:{type(err).__name__}"
+                    break
+                if status != 503 or retries >= MAX_RETRIES:
+                    break
+                retries += 1
+                await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
+        except asyncio.CancelledError:  # still unanswered when the drain time ran out
+            results.append((kind, "unfinished", time.monotonic() - started, retries))
+            raise
         results.append((kind, status, time.monotonic() - started, retries))
 
 
-async def run_load(url, api_key, clients, seconds, mix, mode, seed) -> tuple[list, float]:
+async def run_load(url, api_key, clients, seconds, drain, mix, mode, seed) -> tuple[list, float]:
     headers = {"X-API-Key": api_key} if api_key else {}
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(headers=headers, timeout=300.0, limits=limits) as http:
@@ -127,8 +132,8 @@ async def run_load(url, api_key, clients, seconds, mix, mode, seed) -> tuple[lis
         results: list = []
         started = time.monotonic()
         deadline = started + seconds
-        await asyncio.gather(
-            *[
+        tasks = [
+            asyncio.ensure_future(
                 client(
                     http,
                     f"{url}/v1/analyze",
@@ -139,9 +144,13 @@ async def run_load(url, api_key, clients, seconds, mix, mode, seed) -> tuple[lis
                     random.Random(seed + i),
                     results,
                 )
-                for i in range(clients)
-            ]
-        )
+            )
+            for i in range(clients)
+        ]
+        _, pending = await asyncio.wait(tasks, timeout=seconds + drain)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
         return results, time.monotonic() - started
 
 
@@ -167,7 +176,7 @@ def summarize(results: list, elapsed: float, rss: float | None) -> dict:
         kind: dict(Counter(str(r[1]) for r in results if r[0] == kind))
         for kind in ("valid", "broken", "oversized")
     }
-    final_5xx = sum(n for s, n in statuses.items() if s.startswith("5") or s.startswith("error"))
+    final_5xx = sum(n for s, n in statuses.items() if s[0] == "5" or s.startswith("error"))
     return {
         "requests": len(results),
         "seconds": round(elapsed, 1),
@@ -194,7 +203,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pid", type=int, default=None, help="with --url: its process id")
     parser.add_argument("--api-key", default=None)
     parser.add_argument("--clients", type=int, default=64)
-    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--seconds", type=float, default=30.0, help="time new requests start")
+    parser.add_argument(
+        "--drain",
+        type=float,
+        default=300.0,
+        help="then at most this long for requests in flight (unanswered ones count as failed)",
+    )
     parser.add_argument("--mix", default="0.6,0.25,0.15", help="valid,broken,oversized weights")
     parser.add_argument("--mode", choices=["labels", "report"], default="labels")
     parser.add_argument("--seed", type=int, default=0)
@@ -210,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     if len(mix) != 3 or min(mix) < 0 or sum(mix) <= 0:
         parser.error("--mix needs three non-negative weights: valid,broken,oversized")
 
+    # A `timeout` or Ctrl+C still stops the server this script started (finally below).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     server = None
     url, pid = args.url, args.pid
     if args.model:
@@ -222,7 +239,9 @@ def main(argv: list[str] | None = None) -> int:
         url, pid = server.url, server.pid
     try:
         results, elapsed = asyncio.run(
-            run_load(url, args.api_key, args.clients, args.seconds, mix, args.mode, args.seed)
+            run_load(
+                url, args.api_key, args.clients, args.seconds, args.drain, mix, args.mode, args.seed
+            )
         )
         summary = summarize(results, elapsed, peak_rss_mib(pid))
     finally:

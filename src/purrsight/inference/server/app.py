@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from concurrent.futures import Future
 from importlib import resources
 from typing import Any
 
@@ -36,6 +37,7 @@ from purrsight.inference.server.worker import Busy, PredictorWorker
 log = logging.getLogger(__name__)
 
 MODES = ("report", "labels")
+MAX_RUN_SECONDS = 600.0  # a model call already running is waited for at most this long
 
 _ANALYZE_BODY = {
     "requestBody": {
@@ -162,13 +164,11 @@ def create_app(predictor, limits: ServerLimits, api_key: str | None = None):
         except Busy as err:
             return error_response(503, f"busy: {err}; retry shortly", None, worker.retry_after())
         try:
-            prediction = await asyncio.wait_for(
-                asyncio.wrap_future(future), timeout=limits.request_seconds
-            )
+            prediction = await _answer(future, limits.request_seconds)
         except TimeoutError:
             return error_response(
                 503,
-                f"not answered within {limits.request_seconds} s; retry shortly",
+                f"not started within {limits.request_seconds} s; retry shortly",
                 None,
                 worker.retry_after(),
             )
@@ -187,6 +187,22 @@ def create_app(predictor, limits: ServerLimits, api_key: str | None = None):
         return JSONResponse(body, headers={"X-Purrsight-Status": prediction.status})
 
     return BodyLimit(app, limits.max_request_bytes)
+
+
+async def _answer(future: Future, request_seconds: float):
+    """The job's result. ``request_seconds`` bounds the wait in the queue: a job not
+    started by then is cancelled (TimeoutError → 503), but one the model is already
+    working on is waited for, so its work is never thrown away and redone on a retry."""
+    waiting = asyncio.wrap_future(future)
+    try:
+        return await asyncio.wait_for(asyncio.shield(waiting), timeout=request_seconds)
+    except TimeoutError:
+        if future.cancel():  # still queued: the worker will skip it
+            raise
+    except asyncio.CancelledError:  # the client went away: drop the job if not started
+        future.cancel()
+        raise
+    return await asyncio.wait_for(waiting, timeout=MAX_RUN_SECONDS)
 
 
 def _check_key(request: Request, api_key: str | None) -> None:

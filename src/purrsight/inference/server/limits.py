@@ -26,8 +26,8 @@ class ServerLimits:
     max_video_seconds: float = 30.0
     max_text_chars: int = 500
     request_seconds: float = 60.0
-    """A request not answered in this time gets 503 + Retry-After (its work is dropped if
-    it has not started)."""
+    """A request still waiting in the queue after this gets 503 + Retry-After and its job
+    is dropped (one the model has started is waited for)."""
     decode_seconds: float = 10.0
     """Each upload is first decoded in a child process; one taking longer is killed (422)."""
     decode_memory_mb: int = 2048
