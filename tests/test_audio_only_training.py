@@ -1,14 +1,12 @@
 """Single-modality imported data sets run end to end: import → split → `purrsight train
-phase1` → `purrsight train phase2`, through the CLI.
+phase1` → `purrsight train phase2` → `purrsight export` → `purrsight evaluate`, through the
+CLI.
 
 Audio-only (CatMeows layout) with tiny random encoders and a tiny Llama (seconds), and on
 the embedded default (aiSFX, MiniLM, SmolLM2-135M; integration, a few steps); image-only
 (folders layout) with tiny models. The absent modality's encoder points at a folder that
 does not exist: a run that tried to build it would fail, so passing shows that such data
 never needs (or trains a head for) the missing modality.
-
-TODO(integrator): extend both with `purrsight export` + `purrsight evaluate` on the
-exported folder once those commands are merged (see the helper's report).
 """
 
 from __future__ import annotations
@@ -33,11 +31,11 @@ NO_AUDIO_ENCODER = "encoders.audio={type: hf, path: /nonexistent/audio-encoder}"
 
 
 def _audio_only_set(root: Path, seconds: float) -> Path:
-    """8 cats × 3 contexts × 2 meows, imported and split 0.75/0.25 by cat."""
+    """8 cats × 3 contexts × 2 meows, imported and split 0.5/0.25/0.25 by cat."""
     source = make_catmeows(root / "src", cats=CATS, per_context=2, seconds=seconds)
     data = root / "data"
     import_dataset("catmeows", source, data)
-    split_file(data / "all.jsonl", "subject_id", (0.75, 0.25), seed=0)
+    split_file(data / "all.jsonl", "subject_id", (0.5, 0.25, 0.25), seed=0)
     return data
 
 
@@ -63,6 +61,24 @@ def _run(
     assert main(["train", "phase1", *args]) == 0
     assert main(["train", "phase2", *args]) == 0
     return root / "alignment" / "one-modality" / "aligner.pt", root / "outputs"
+
+
+def _export_and_evaluate(root: Path, data: Path, outputs: Path, subset: str) -> dict:
+    """`purrsight export` of the run's last.ckpt, then `purrsight evaluate` of the bundle on
+    the test split; returns metrics.json."""
+    bundle = root / "bundle"
+    checkpoint = outputs / "checkpoints" / "last.ckpt"
+    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(bundle)]) == 0
+    assert json.loads((bundle / "purrsight.json").read_text())["modalities"] == [subset]
+    out = root / "evaluate"
+    test = data / "test.jsonl"
+    args = ["--model", str(bundle), "--data", str(test), "--out", str(out), "--max-generate", "2"]
+    assert main(["evaluate", *args]) == 0
+    for name in ("metrics.json", "report.md", "confusion_matrix.png", "reliability.png"):
+        assert (out / name).stat().st_size > 0, name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert f"{subset}_only" in json.dumps(metrics)
+    return metrics
 
 
 def _check(aligner_path: Path, outputs: Path, modality: str = "audio") -> None:
@@ -107,6 +123,7 @@ def test_audio_only_import_trains_phase1_and_phase2_tiny(tmp_path, tiny_encoder_
     printed = capsys.readouterr().out
     assert '"a2t_r1"' in printed and '"i2t_r1"' not in printed  # audio metrics only
     _check(aligner, outputs)
+    _export_and_evaluate(tmp_path, data, outputs, "audio")
 
 
 def test_image_only_folders_set_trains_phase1_and_phase2_tiny(tmp_path, tiny_encoder_dirs, capsys):
@@ -145,3 +162,4 @@ def test_audio_only_import_trains_on_the_embedded_default(tmp_path, capsys) -> N
     _check(aligner, outputs)
     preview = json.loads((outputs / "logs" / "preview.json").read_text())
     assert preview and preview[0]["generated"]  # the trained model answers from audio alone
+    _export_and_evaluate(tmp_path, data, outputs, "audio")

@@ -224,7 +224,8 @@ def _assert_valid(modality: str, out) -> None:
     elif modality == "audio":
         assert out.ndim == 1 and out.dtype == np.float32 and np.isfinite(out).all() and len(out)
     else:
-        assert out and all(isinstance(f, Image.Image) and f.mode == "RGB" for f in out)
+        frames = out.frames
+        assert frames and all(isinstance(f, Image.Image) and f.mode == "RGB" for f in frames)
 
 
 @FUZZ

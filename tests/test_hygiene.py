@@ -20,6 +20,8 @@ LIBRARY_MODULES = [
     "purrsight.data.demo",
     "purrsight.data.instruction",
     "purrsight.data.features",
+    "purrsight.data.check",
+    "purrsight.models.weights",
     "purrsight.inference.predictor",
     "purrsight.inference.export",
     "purrsight.inference.evaluate",
@@ -27,8 +29,6 @@ LIBRARY_MODULES = [
     "purrsight.inference.commands",
     "purrsight.inference.server.app",
     "purrsight.inference.server.run",
-    "purrsight.data.check",
-    "purrsight.models.weights",
 ]
 
 

@@ -16,12 +16,13 @@ from PIL import Image
 
 from purrsight.cli import main
 from purrsight.config import load_config
-from purrsight.inference.export import CHECKPOINT_FORMAT, export_bundle
+from purrsight.inference.export import export_bundle
 from purrsight.inference.predictor import Predictor
 from purrsight.models.aligner import Aligner, save_aligner
 from purrsight.models.encoders import build_encoder
 from purrsight.models.llm import load_llm, resolve_llm_folder
 from purrsight.models.mm_llm import build_multimodal_llm
+from purrsight.models.weights import CHECKPOINT_FORMAT
 from purrsight.report import Report
 
 pytestmark = pytest.mark.integration

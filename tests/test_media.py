@@ -14,7 +14,6 @@ from purrsight.data.media import (
     load_audio,
     load_image,
     load_video,
-    load_video_frames,
     resample,
 )
 
@@ -117,6 +116,115 @@ def test_file_size_cap(tmp_path: Path) -> None:
         load_audio(path, 8000, max_bytes=100)
 
 
+# ----------------------------------------------------------------------------- video
+
+
+def test_video_decodes_every_frame_and_keeps_evenly_spaced_ones(tmp_path: Path) -> None:
+    path = tmp_path / "clip.mp4"
+    write_video(path, frames=20, size=(32, 24), fps=10)
+    frames = load_video(path, num_frames=4).frames
+    assert len(frames) == 4 and all(f.mode == "RGB" and f.size == (32, 24) for f in frames)
+    # Frame i is grey 255 * i / 19: kept frames are spread over the clip, in order.
+    greys = [int(np.asarray(f).mean()) for f in frames]
+    assert greys == sorted(greys) and greys[-1] - greys[0] > 150
+
+
+def test_a_one_frame_video_gives_its_frame(tmp_path: Path) -> None:
+    path = tmp_path / "still.mp4"
+    write_video(path, frames=1)
+    assert len(load_video(path).frames) == 1
+
+
+@pytest.mark.parametrize(
+    ("limits", "reason"),
+    [
+        ({"max_seconds": 1.5}, "video is 3.0 s long, over the limit of 1.5 s"),
+        ({"max_pixels": 100}, "video is 32x24 pixels, over the limit of 100"),
+        ({"max_bytes": 100}, "over the limit of 100"),
+    ],
+)
+def test_video_limits(tmp_path: Path, limits: dict, reason: str) -> None:
+    path = tmp_path / "long.mp4"
+    write_video(path, frames=30, fps=10)
+    with pytest.raises(MediaError, match=reason) as err:
+        load_video(path, **limits)
+    assert err.value.kind in ("too_long", "too_large")
+
+
+def test_corrupt_videos_name_the_file_and_reason(tmp_path: Path) -> None:
+    good = tmp_path / "good.mp4"
+    write_video(good, frames=10)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    noise = tmp_path / "noise.mkv"
+    noise.write_bytes(bytes(range(256)) * 8)
+    sound = tmp_path / "sound.mp4"  # a container with audio and no video stream
+    import av
+
+    with av.open(str(sound), "w") as container:
+        stream = container.add_stream("aac", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), "fltp", "mono")
+        frame.sample_rate = 8000
+        for packet in [*stream.encode(frame), *stream.encode()]:
+            container.mux(packet)
+    for path in (cut, noise, sound):
+        with pytest.raises(MediaError) as err:
+            load_video(path)
+        assert str(err.value).startswith(f"{path}: ") and err.value.kind == "undecodable_media"
+    assert "no video stream" in str(pytest.raises(MediaError, load_video, sound).value)
+
+
+def test_decode_media_uses_each_modalitys_limit(tmp_path: Path) -> None:
+    from purrsight.config import MediaConfig
+
+    clip, tone = tmp_path / "c.mp4", tmp_path / "t.wav"
+    write_video(clip, frames=30, fps=10)
+    sf.write(tone, _tone(8000, 3.0), 8000)
+    limits = MediaConfig(max_audio_seconds=5.0, max_video_seconds=2.0)
+    assert len(decode_media("audio", tone, limits)) == 24000  # native rate kept
+    with pytest.raises(MediaError, match="over the limit of 2.0 s"):
+        decode_media("video", clip, limits)
+    with pytest.raises(MediaError, match="over the limit of 2.0 s"):
+        decode_media("audio", tone, MediaConfig(max_audio_seconds=2.0, max_video_seconds=9.0))
+
+
+def test_media_error_survives_pickling() -> None:
+    import pickle
+
+    err = pickle.loads(pickle.dumps(MediaError("a.png", "file is empty", "empty_media")))
+    assert (str(err), err.kind) == ("a.png: file is empty", "empty_media")
+
+
+def test_an_audio_header_claiming_an_implausible_rate_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "fast.wav"
+    sf.write(path, np.zeros(100, np.float32), 1_000_000)  # a rate no microphone records at
+    with pytest.raises(MediaError, match=r"implausible sample rate \(1000000 Hz\)"):
+        load_audio(path, None)
+
+
+def test_a_script_renamed_to_mp4_is_not_followed(tmp_path: Path) -> None:
+    """FFmpeg guesses the demuxer from the bytes: an ffconcat script named .mp4 would be
+    followed to the file it names (measured: 3 frames decoded from inner.mp4). The demuxer
+    is fixed by the extension, so the script is refused as not an MP4."""
+    write_video(tmp_path / "inner.mp4", frames=3)
+    script = tmp_path / "clip.mp4"
+    script.write_text("ffconcat version 1.0\nfile inner.mp4\n")
+    with pytest.raises(MediaError, match="not decodable video") as err:
+        load_video(script)
+    assert err.value.kind == "undecodable_media"
+
+
+def test_only_the_four_image_decoders_are_used(tmp_path: Path) -> None:
+    """A GIF (any other format alike) named .png is refused, not decoded; a JPEG named
+    .png is fine (mislabelled files are common)."""
+    gif, jpeg = tmp_path / "a.png", tmp_path / "b.png"
+    Image.new("RGB", (8, 8)).save(gif, format="GIF")
+    Image.new("RGB", (8, 8)).save(jpeg, format="JPEG")
+    with pytest.raises(MediaError, match="not a decodable image"):
+        load_image(gif)
+    assert load_image(jpeg).size == (8, 8)
+
+
 # ----------------------------------------------------------------------------- bytes, video
 
 
@@ -162,119 +270,5 @@ def test_video_limits_and_bad_videos(tmp_path: Path) -> None:
         load_video(silent, 16000, max_pixels=100)
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"not a video" * 10)
-    with pytest.raises(MediaError, match=r"junk\.mp4: not a decodable video"):
+    with pytest.raises(MediaError, match=r"junk\.mp4: not decodable video"):
         load_video(junk, 16000)
-
-
-# ----------------------------------------------------------------------------- video
-
-
-def test_video_decodes_every_frame_and_keeps_evenly_spaced_ones(tmp_path: Path) -> None:
-    path = tmp_path / "clip.mp4"
-    write_video(path, frames=20, size=(32, 24), fps=10)
-    frames = load_video_frames(path, num_frames=4)
-    assert len(frames) == 4 and all(f.mode == "RGB" and f.size == (32, 24) for f in frames)
-    # Frame i is grey 255 * i / 19: kept frames are spread over the clip, in order.
-    greys = [int(np.asarray(f).mean()) for f in frames]
-    assert greys == sorted(greys) and greys[-1] - greys[0] > 150
-
-
-def test_a_one_frame_video_gives_its_frame(tmp_path: Path) -> None:
-    path = tmp_path / "still.mp4"
-    write_video(path, frames=1)
-    assert len(load_video_frames(path)) == 1
-
-
-@pytest.mark.parametrize(
-    ("limits", "reason"),
-    [
-        ({"max_seconds": 1.5}, "video is 3.0 s long, over the limit of 1.5 s"),
-        ({"max_pixels": 100}, "video is 32x24 pixels, over the limit of 100"),
-        ({"max_bytes": 100}, "over the limit of 100"),
-    ],
-)
-def test_video_limits(tmp_path: Path, limits: dict, reason: str) -> None:
-    path = tmp_path / "long.mp4"
-    write_video(path, frames=30, fps=10)
-    with pytest.raises(MediaError, match=reason) as err:
-        load_video_frames(path, **limits)
-    assert err.value.kind in ("too_long", "too_large")
-
-
-def test_corrupt_videos_name_the_file_and_reason(tmp_path: Path) -> None:
-    good = tmp_path / "good.mp4"
-    write_video(good, frames=10)
-    cut = tmp_path / "cut.mp4"
-    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    noise = tmp_path / "noise.mkv"
-    noise.write_bytes(bytes(range(256)) * 8)
-    sound = tmp_path / "sound.mp4"  # a container with audio and no video stream
-    import av
-
-    with av.open(str(sound), "w") as container:
-        stream = container.add_stream("aac", rate=8000)
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), "fltp", "mono")
-        frame.sample_rate = 8000
-        for packet in [*stream.encode(frame), *stream.encode()]:
-            container.mux(packet)
-    for path in (cut, noise, sound):
-        with pytest.raises(MediaError) as err:
-            load_video_frames(path)
-        assert str(err.value).startswith(f"{path}: ") and err.value.kind == "undecodable_media"
-    assert "no video stream" in str(pytest.raises(MediaError, load_video_frames, sound).value)
-
-
-def test_decode_media_uses_each_modalitys_limit(tmp_path: Path) -> None:
-    from purrsight.config import MediaConfig
-
-    clip, tone = tmp_path / "c.mp4", tmp_path / "t.wav"
-    write_video(clip, frames=30, fps=10)
-    sf.write(tone, _tone(8000, 3.0), 8000)
-    limits = MediaConfig(max_audio_seconds=5.0, max_video_seconds=2.0)
-    assert len(decode_media("audio", tone, limits)) == 24000  # native rate kept
-    with pytest.raises(MediaError, match="over the limit of 2.0 s"):
-        decode_media("video", clip, limits)
-    with pytest.raises(MediaError, match="over the limit of 2.0 s"):
-        decode_media("audio", tone, MediaConfig(max_audio_seconds=2.0, max_video_seconds=9.0))
-
-
-def test_media_error_survives_pickling() -> None:
-    import pickle
-
-    err = pickle.loads(pickle.dumps(MediaError("a.png", "file is empty", "empty_media")))
-    assert (str(err), err.kind) == ("a.png: file is empty", "empty_media")
-
-
-def test_an_audio_header_claiming_an_implausible_rate_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "fast.wav"
-    sf.write(path, np.zeros(100, np.float32), 1_000_000)  # a rate no microphone records at
-    with pytest.raises(MediaError, match=r"implausible sample rate \(1000000 Hz\)"):
-        load_audio(path, None)
-
-
-def test_a_script_renamed_to_mp4_is_not_followed(tmp_path: Path) -> None:
-    """FFmpeg guesses the demuxer from the bytes: an ffconcat script named .mp4 would be
-    followed to the file it names (measured: 3 frames decoded from inner.mp4). The demuxer
-    is fixed by the extension, so the script is refused as not an MP4."""
-    write_video(tmp_path / "inner.mp4", frames=3)
-    script = tmp_path / "clip.mp4"
-    script.write_text("ffconcat version 1.0\nfile inner.mp4\n")
-    with pytest.raises(MediaError, match="not a decodable video") as err:
-        load_video_frames(script)
-    assert err.value.kind == "undecodable_media"
-    # The same script uploaded as bytes (no trustworthy name) is refused by every demuxer.
-    with pytest.raises(MediaError, match="upload.mp4: not a decodable video"):
-        load_video_frames(script.read_bytes(), name="upload.mp4")
-    with pytest.raises(MediaError, match="not a decodable video"):
-        load_video(script.read_bytes(), 16000)
-
-
-def test_only_the_four_image_decoders_are_used(tmp_path: Path) -> None:
-    """A GIF (any other format alike) named .png is refused, not decoded; a JPEG named
-    .png is fine (mislabelled files are common)."""
-    gif, jpeg = tmp_path / "a.png", tmp_path / "b.png"
-    Image.new("RGB", (8, 8)).save(gif, format="GIF")
-    Image.new("RGB", (8, 8)).save(jpeg, format="JPEG")
-    with pytest.raises(MediaError, match="not a decodable image"):
-        load_image(gif)
-    assert load_image(jpeg).size == (8, 8)

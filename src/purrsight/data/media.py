@@ -1,12 +1,11 @@
 """Decoding media into arrays, with limits, and with errors that name the file.
 
 Images decode with Pillow, audio with soundfile (libsndfile: wav, flac, ogg, mp3), video
-with PyAV (its own FFmpeg: frames + the audio track; no system ffmpeg); resampling is
-polyphase (scipy). Every loader takes a path or the raw bytes of an upload (named by
+with PyAV (frames + the audio track; PyAV bundles FFmpeg, no system ffmpeg); resampling
+is polyphase (scipy). Every loader takes a path or the raw bytes of an upload (named by
 ``name`` in errors). Every failure is a :class:`MediaError` whose message is
 ``<path or name>: <reason>``, never a traceback from inside a library: a corrupt file can
-make a decoder raise almost anything, so each decode is wrapped as a whole. A limit
-(bytes, pixels, seconds) is a :class:`MediaTooLarge` (a server's HTTP 413).
+make a decoder raise almost anything, so each decode is wrapped as a whole.
 """
 
 from __future__ import annotations
@@ -42,14 +41,13 @@ VIDEO_DEMUXERS = {
     ".mov": "mov",
     ".mkv": "matroska",
     ".webm": "matroska",
-    ".m4v": "mov",
     ".avi": "avi",
 }
+VIDEO_DEMUXERS[".m4v"] = "mov"
 VIDEO_EXTENSIONS = frozenset(VIDEO_DEMUXERS)
 
 DEFAULT_MAX_PIXELS = 40_000_000
 DEFAULT_MAX_SECONDS = 30.0
-DEFAULT_MAX_VIDEO_SECONDS = 60.0
 DEFAULT_MAX_BYTES = 100 * 1024 * 1024
 # A header may claim anything; these bound what a read may allocate before it is checked.
 MAX_AUDIO_RATE = 768_000
@@ -86,7 +84,7 @@ class MediaError(ValueError):
 
 class MediaTooLarge(MediaError):
     """Media over a configured limit (bytes, pixels, seconds): a server's HTTP 413.
-    ``kind`` is ``too_large`` or ``too_long``."""
+    ``kind`` is ``too_large`` (bytes, pixels) or ``too_long`` (seconds)."""
 
     def __init__(self, path: str | Path, reason: str, kind: str = "too_large") -> None:
         super().__init__(path, reason, kind)
@@ -129,8 +127,7 @@ def _open_source(
     source: MediaSource, allowed: frozenset[str], kind: str, max_bytes: int, name: str | None
 ) -> tuple[str | BinaryIO, str]:
     """(what a decoder opens, the name errors use) for a path or raw bytes, after the
-    size checks. Bytes have no trustworthy extension: the decoder sniffs the format
-    (within the allowed decoders)."""
+    size checks. Bytes have no trustworthy extension: the decoder sniffs the format."""
     if isinstance(source, bytes | bytearray | memoryview):
         label = name or f"<{kind} upload>"
         data = bytes(source)
@@ -166,7 +163,7 @@ def load_image(
     except MediaError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        # Pillow.MAX_IMAGE_PIXELS (a server lowers it) is checked on open, before ours.
+        # Pillow's MAX_IMAGE_PIXELS (a server lowers it) is checked on open, before ours.
         raise MediaTooLarge(path, f"image is over the pixel limit ({_one_line(err)})") from None
     except UnidentifiedImageError:
         raise MediaError(path, "not a decodable image (corrupt or unknown format)") from None
@@ -220,24 +217,6 @@ def load_audio(
     return mono if sample_rate is None else resample(mono, rate, sample_rate)
 
 
-def load_video_frames(
-    source: MediaSource,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    max_seconds: float = DEFAULT_MAX_SECONDS,
-    max_bytes: int = DEFAULT_MAX_BYTES,
-    num_frames: int = 8,
-    name: str | None = None,
-) -> list[Image.Image]:
-    """Decode every frame of a video's first video stream (a path or raw bytes) and keep
-    ``num_frames`` RGB frames spread evenly over its duration (fewer if it is shorter).
-
-    Every frame is decoded, not only the kept ones, so a corrupt frame anywhere is found.
-    Size and duration are checked from the header first, then again on each decoded frame
-    (headers lie), so an over-long stream stops decoding at the limit.
-    """
-    return _read_video(source, None, num_frames, max_seconds, max_bytes, max_pixels, name).frames
-
-
 @dataclass
 class VideoClip:
     """What a video holds for the encoders: sampled frames and the audio track."""
@@ -245,35 +224,43 @@ class VideoClip:
     frames: list[Image.Image]
     """``num_frames`` RGB frames, evenly spaced in time (fewer if the video is shorter)."""
     audio: np.ndarray | None
-    """``[n]`` mono float32 at the requested rate, or None when there is no audio track."""
-    seconds: float
+    """``[n]`` mono float32 at the requested rate; None without an audio track or rate."""
+    seconds: float | None
+    """The duration the header gives (None if it gives none)."""
 
 
 def load_video(
     source: MediaSource,
-    sample_rate: int,
+    sample_rate: int | None = None,
     num_frames: int = 8,
-    max_seconds: float = DEFAULT_MAX_VIDEO_SECONDS,
+    max_seconds: float = DEFAULT_MAX_SECONDS,
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     name: str | None = None,
 ) -> VideoClip:
-    """Decode a video (a path or raw bytes): ``num_frames`` frames evenly spaced over its
-    duration (as :func:`load_video_frames`), and its audio track as mono float32 at
-    ``sample_rate``."""
-    return _read_video(source, sample_rate, num_frames, max_seconds, max_bytes, max_pixels, name)
+    """Decode a video (a path or raw bytes) with PyAV: ``num_frames`` RGB frames spread
+    evenly over its duration, and (with a ``sample_rate``) its audio track as mono float32.
 
-
-def _read_video(source, sample_rate, num_frames, max_seconds, max_bytes, max_pixels, name):
-    """The shared decode of :func:`load_video_frames` / :func:`load_video`; the audio track
-    is read only when ``sample_rate`` is given."""
+    Every frame is decoded, not only the kept ones, so a corrupt frame anywhere is found;
+    only kept frames stay in memory. Size and duration are checked from the header first,
+    then again on each decoded frame (headers lie), so an over-long stream stops decoding
+    at the limit. The demuxer is fixed (by the extension, or by the magic bytes of an
+    upload), so a playlist or concat script is never followed to other files.
+    """
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     handle, path = _open_source(source, VIDEO_EXTENSIONS, "video", max_bytes, name)
+    demuxer = _video_demuxer(source, path)
     import av  # ~0.1 s; only video needs it
 
     try:
-        with _open_container(av, handle, path) as container:
+        with av.open(
+            handle,
+            mode="r",
+            format=demuxer,
+            options={"protocol_whitelist": "file"},
+            metadata_errors="ignore",
+        ) as container:
             if not container.streams.video:
                 raise MediaError(path, "no video stream in the file (is this an audio file?)")
             stream = container.streams.video[0]
@@ -299,31 +286,48 @@ def _read_video(source, sample_rate, num_frames, max_seconds, max_bytes, max_pix
     except MediaError:
         raise
     except Exception as err:  # noqa: BLE001 - FFmpeg reports corrupt files many ways
-        raise MediaError(path, f"not a decodable video ({_one_line(err)})") from None
-    return VideoClip(frames=frames, audio=audio, seconds=duration or 0.0)
+        raise MediaError(path, f"not decodable video ({_one_line(err)})") from None
+    return VideoClip(frames=frames, audio=audio, seconds=duration)
 
 
-def _open_container(av, handle: str | BinaryIO, path: str):
-    """Open with a named demuxer, never FFmpeg's guess from the bytes, and only the
-    ``file:`` protocol. A path's demuxer comes from its extension; raw bytes (an upload,
-    whose name is only a claim) try each allowed demuxer in turn."""
-    options = {"protocol_whitelist": "file"}
-    if isinstance(handle, str):
-        formats = [VIDEO_DEMUXERS[Path(handle).suffix.lower()]]
-    else:
-        first = VIDEO_DEMUXERS.get(Path(path).suffix.lower())
-        formats = list(
-            dict.fromkeys([first, *VIDEO_DEMUXERS.values()] if first else VIDEO_DEMUXERS.values())
-        )
-    for i, fmt in enumerate(formats):
-        if not isinstance(handle, str):
-            handle.seek(0)
-        try:
-            return av.open(handle, mode="r", format=fmt, options=options, metadata_errors="ignore")
-        except av.error.FFmpegError:
-            if i == len(formats) - 1:
-                raise
-    raise AssertionError("unreachable")
+def _video_demuxer(source: MediaSource, path: str) -> str:
+    """The FFmpeg demuxer to open a video with: from a path's extension, or from an
+    upload's magic bytes (an upload's name is not trusted)."""
+    if not isinstance(source, bytes | bytearray | memoryview):
+        return VIDEO_DEMUXERS[Path(source).suffix.lower()]
+    head = bytes(source[:16])
+    if head[4:8] == b"ftyp":
+        return "mov"
+    if head[:4] == b"\x1a\x45\xdf\xa3":
+        return "matroska"
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return "avi"
+    raise MediaError(path, "not a supported video (MP4/MOV, MKV/WebM or AVI)", "unsupported_type")
+
+
+def _decode_audio_track(container, sample_rate: int, max_seconds: float, path: str):
+    """The first audio stream as ``[n]`` mono float32 at ``sample_rate`` (None if empty)."""
+    import av
+
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+    limit = int(math.ceil(max_seconds * sample_rate)) + 1
+    chunks: list[np.ndarray] = []
+    total = 0
+    for frame in container.decode(container.streams.audio[0]):
+        for out in resampler.resample(frame):
+            chunk = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+            chunks.append(chunk)
+            total += len(chunk)
+        if total >= limit:
+            raise MediaTooLarge(
+                path, f"audio track is longer than the limit of {max_seconds} s", "too_long"
+            )
+    for out in resampler.resample(None):  # flush the resampler's buffered tail
+        chunks.append(out.to_ndarray().reshape(-1).astype(np.float32, copy=False))
+    audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    if not np.isfinite(audio).all():
+        raise MediaError(path, "audio track holds non-finite samples")
+    return audio if len(audio) else None
 
 
 def _decode_frames(path, container, stream, duration, max_pixels, max_seconds, num_frames):
@@ -379,51 +383,28 @@ def _one_line(err: BaseException) -> str:
 
 def decode_media(
     modality: str, path: str | Path, limits: MediaConfig, sample_rate: int | None = None
-) -> Image.Image | np.ndarray | list[Image.Image]:
+) -> Image.Image | np.ndarray | VideoClip:
     """Decode one sample's ``image`` / ``audio`` / ``video`` file within the config's
     ``media`` limits: the one check that training and ``purrsight data check`` share.
 
     Returns:
         a PIL RGB image, ``[n]`` float32 mono samples (at ``sample_rate``; None: the file's
-        own rate), or a list of PIL RGB video frames.
+        own rate), or a :class:`VideoClip` (its sound track decoded when ``sample_rate``
+        is given).
     """
     if modality == "image":
         return load_image(path, limits.max_image_pixels, limits.max_file_bytes)
     if modality == "audio":
         return load_audio(path, sample_rate, limits.max_audio_seconds, limits.max_file_bytes)
     if modality == "video":
-        return load_video_frames(
-            path, limits.max_image_pixels, limits.max_video_seconds, limits.max_file_bytes
+        return load_video(
+            path,
+            sample_rate,
+            max_seconds=limits.max_video_seconds,
+            max_bytes=limits.max_file_bytes,
+            max_pixels=limits.max_image_pixels,
         )
     raise ValueError(f"no decoder for modality {modality!r}")
-
-
-def _decode_audio_track(container, sample_rate: int, max_seconds: float, path: str):
-    """The first audio stream as mono float32 at ``sample_rate`` (None if it is silent-empty)."""
-    import av
-
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
-    limit = int(math.ceil(max_seconds * sample_rate)) + 1
-    chunks: list[np.ndarray] = []
-    total = 0
-    stream = container.streams.audio[0]
-    for frame in container.decode(stream):
-        for out in resampler.resample(frame):
-            chunk = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
-            chunks.append(chunk)
-            total += len(chunk)
-        if total >= limit:
-            raise MediaTooLarge(
-                path, f"audio track is longer than the limit of {max_seconds} s", "too_long"
-            )
-    for out in resampler.resample(None):  # flush the resampler's buffered tail
-        chunks.append(out.to_ndarray().reshape(-1).astype(np.float32, copy=False))
-    if not chunks:
-        return None
-    audio = np.concatenate(chunks)
-    if not np.isfinite(audio).all():
-        raise MediaError(path, "audio track holds non-finite samples")
-    return audio if len(audio) else None
 
 
 def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:

@@ -33,6 +33,7 @@ from torch import nn
 from purrsight.inference.errors import BundleError
 from purrsight.models.aligner import Aligner, load_aligner
 from purrsight.models.mm_llm import MultimodalLLM, build_multimodal_llm
+from purrsight.models.weights import WeightsError, load_weights
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +186,10 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> LoadedB
             with warnings.catch_warnings():
                 # Packed int8 weights still go through TypedStorage inside torch.load.
                 warnings.filterwarnings("ignore", ".*TypedStorage is deprecated.*")
-                state = torch.load(int8_path, map_location="cpu", weights_only=True)
+                try:
+                    state = load_weights(int8_path, "int8 weights file")
+                except WeightsError as err:
+                    raise BundleError(str(err)) from None
             _load_strict(model.llm, state, int8_path)
     model.to(device).eval()
     return LoadedBundle(folder, info, model, tokenizer, aligner.to(device))

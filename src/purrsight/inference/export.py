@@ -40,12 +40,12 @@ from purrsight.inference.bundle import (
     write_manifest,
 )
 from purrsight.models.mm_llm import MultimodalLLM
+from purrsight.models.weights import read_phase2_checkpoint
 from purrsight.report import UNSURE, WELFARE_LABELS
 
 log = logging.getLogger(__name__)
 
 # Written by train/checkpointing.py (the library does not import the training package).
-CHECKPOINT_FORMAT = "purrsight-phase2-trainable-v1"
 QUANTIZE_CHOICES = ("int8",)
 
 
@@ -55,21 +55,6 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def read_phase2_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A Phase 2 checkpoint (``weights_only`` load) after checking it is one."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"--checkpoint: no file at {path}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling problem means "not a checkpoint"
-        raise ConfigError(f"{path}: not a readable checkpoint ({type(err).__name__})") from None
-    meta = checkpoint.get("hyper_parameters", {}) if isinstance(checkpoint, dict) else {}
-    if meta.get("format") != CHECKPOINT_FORMAT:
-        raise ConfigError(f"{path}: not a Purr-Sight Phase 2 checkpoint ({CHECKPOINT_FORMAT})")
-    return checkpoint
 
 
 def model_from_checkpoint(checkpoint: dict[str, Any]) -> tuple[MultimodalLLM, Any, Config]:

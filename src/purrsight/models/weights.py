@@ -61,3 +61,23 @@ def _offender(err: pickle.UnpicklingError) -> str:
             line = line.removeprefix("WeightsUnpickler error:").removeprefix("Trying to load")
             return line.strip().split(" whose ")[0].rstrip(".")
     return "not a weights-only pickle"
+
+
+CHECKPOINT_FORMAT = "purrsight-phase2-trainable-v1"
+"""``hyper_parameters["format"]`` of a Phase 2 checkpoint (trainable weights only)."""
+
+
+def read_phase2_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A Phase 2 checkpoint, loaded with ``weights_only=True`` (it holds only tensors and
+    plain values), after checking it is one. A pickle that would run code, or a damaged
+    file, is a one-line :class:`~purrsight.config.ConfigError` naming the file."""
+    from purrsight.config import ConfigError
+
+    try:
+        checkpoint = load_weights(path, "checkpoint")
+    except WeightsError as err:  # refused pickle or damaged file: one line naming it
+        raise ConfigError(str(err)) from None
+    meta = checkpoint.get("hyper_parameters", {}) if isinstance(checkpoint, dict) else {}
+    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
+        raise ConfigError(f"{path}: not a Purr-Sight Phase 2 checkpoint ({CHECKPOINT_FORMAT})")
+    return checkpoint

@@ -25,11 +25,11 @@ import numpy as np
 import torch
 
 from purrsight.config import ConfigError
-from purrsight.models.weights import WeightsError, load_weights
+from purrsight.models.weights import CHECKPOINT_FORMAT as CHECKPOINT_FORMAT  # re-exported
+from purrsight.models.weights import read_phase2_checkpoint as read_checkpoint  # noqa: F401
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = "purrsight-phase2-trainable-v1"
 LAST_NAME = "last.ckpt"
 # Lightning's ModelCheckpoint fills this in; with auto_insert_metric_name=False the names
 # are the guide's ``phase2-epoch=01-train_loss=2.3456.ckpt``.
@@ -84,6 +84,18 @@ def resolve_resume(resume: str | None, checkpoint_dir: Path) -> Path | None:
     return path
 
 
+def restart_checkpoint(checkpoint_dir: Path) -> Path | None:
+    """The checkpoint a restarted job continues from: ``last.ckpt`` (every epoch end), or
+    None before the first one. Only this job's files are there: a fresh run moves earlier
+    runs' checkpoints away.
+
+    Not an ``emergency-step=<n>.ckpt``: after a worker died, the others write it from
+    wherever the failed collective left them (e.g. half-way through an epoch end), a state
+    no resume test covers under DDP; it stays there for a deliberate ``--resume PATH``."""
+    path = checkpoint_dir / LAST_NAME
+    return path if path.is_file() else None
+
+
 def emergency_path(checkpoint_dir: Path, step: int) -> Path:
     """``<checkpoint_dir>/emergency-step=<step>.ckpt``."""
     return checkpoint_dir / f"emergency-step={step}.ckpt"
@@ -132,20 +144,6 @@ def check_trainable_only(state: dict[str, torch.Tensor]) -> None:
     other = sorted(k for k in state if not is_trainable_key(k))
     if other:
         raise ValueError(f"checkpoint holds {len(other)} non-trainable tensors, e.g. {other[:3]}")
-
-
-def read_checkpoint(path: Path) -> dict[str, Any]:
-    """A Phase 2 checkpoint, loaded with ``weights_only=True`` (it holds only tensors and
-    plain values), after checking it is one. A pickle that would run code, or a damaged
-    file, is a one-line :class:`ConfigError` naming the file."""
-    try:
-        checkpoint = load_weights(path, "checkpoint")
-    except WeightsError as err:  # refused pickle or damaged file: one line naming it
-        raise ConfigError(str(err)) from None
-    meta = checkpoint.get("hyper_parameters", {}) if isinstance(checkpoint, dict) else {}
-    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
-        raise ConfigError(f"{path}: not a Purr-Sight Phase 2 checkpoint ({CHECKPOINT_FORMAT})")
-    return checkpoint
 
 
 # ----------------------------------------------------------------------------- RNG

@@ -111,8 +111,10 @@ def _quiet_transformers() -> None:
 def run_phase1(config: Config, config_path: str | None = None) -> Phase1Result:
     """Train the aligner as ``config`` says and save it; returns where and how well."""
     import lightning as L
+    from lightning.pytorch.strategies import DDPStrategy
 
     from purrsight.train import cpu_threads, route_lightning_logs_to_root
+    from purrsight.train.distributed import is_rank_zero, world_size
 
     route_lightning_logs_to_root()
     _quiet_transformers()
@@ -142,26 +144,32 @@ def run_phase1(config: Config, config_path: str | None = None) -> Phase1Result:
     loader = DataLoader(
         FeatureDataset(train_table), batch_size=cfg.batch_size, shuffle=True, drop_last=True
     )
-    if len(loader) == 0:
+    world, local = world_size()
+    # Under DDP each process gets 1/world of the samples (Lightning's DistributedSampler).
+    batches = -(-len(train) // world) // cfg.batch_size
+    if batches == 0:
         raise ValueError(
-            f"phase1.batch_size={cfg.batch_size} is larger than the {len(train)} training samples"
+            f"phase1.batch_size={cfg.batch_size} is larger than the {len(train)} training "
+            f"samples{f' shared by {world} processes' if world > 1 else ''}"
         )
-    total_steps = len(loader) * cfg.epochs
+    total_steps = batches * cfg.epochs
     module = AlignmentModule(aligner, cfg, total_steps, eval_set)
 
     run_name = cfg.run_name or datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_dir = Path(cfg.output_dir) / run_name
-    logger = (
+    logger = (  # rank 0 only: one MLflow run per job
         make_logger(config.mlflow.tracking_uri, config.mlflow.experiment_name, f"phase1-{run_name}")
-        if config.mlflow.enabled
+        if config.mlflow.enabled and is_rank_zero()
         else False
     )
     trainer = L.Trainer(
         max_epochs=cfg.epochs,
         accelerator="cpu",
+        devices=local if world > 1 else 1,
+        num_nodes=world // local if world > 1 else 1,
+        strategy=DDPStrategy(find_unused_parameters=False) if world > 1 else "auto",
         logger=logger,
         enable_checkpointing=False,
-        log_every_n_steps=max(1, min(10, len(loader))),
+        log_every_n_steps=max(1, min(10, batches)),
         num_sanity_val_steps=0,
         enable_model_summary=False,
     )
@@ -169,6 +177,10 @@ def run_phase1(config: Config, config_path: str | None = None) -> Phase1Result:
     with cpu_threads(1):
         trainer.fit(module, loader)
     train_seconds = time.perf_counter() - t0
+    # The run folder is rank 0's (its clock named it): every process learns it before
+    # building a path from it. All processes call the broadcast (a collective).
+    run_name = trainer.strategy.broadcast(run_name, src=0)
+    run_dir = Path(cfg.output_dir) / run_name
 
     metrics = module.evaluate(eval_set)
     meta = {
@@ -180,8 +192,11 @@ def run_phase1(config: Config, config_path: str | None = None) -> Phase1Result:
         "val_metrics": metrics,
         "created": datetime.now().isoformat(timespec="seconds"),
     }
-    aligner_path = save_aligner(run_dir, aligner, meta)
-    dump_config(config, run_dir / "config.yaml")
+    aligner_path = run_dir / "aligner.pt"
+    if trainer.is_global_zero:  # one writer; no collective inside
+        aligner_path = save_aligner(run_dir, aligner, meta)
+        dump_config(config, run_dir / "config.yaml")
+    trainer.strategy.barrier("aligner saved")  # the others return once the files exist
     if logger:
         _log_run(logger, config, run_dir, metrics)
         log.info(

@@ -13,6 +13,7 @@ from purrsight.config import Phase1Config
 from purrsight.data.features import FeatureTable
 from purrsight.models.aligner import Aligner, contrastive_loss
 from purrsight.models.retrieval import alignment_metrics
+from purrsight.train.distributed import gather_rows
 from purrsight.train.schedule import warmup_then_decay
 
 PROGRESS_BAR_METRICS = ("i2t_r1", "a2t_r1", "zero_shot_acc")
@@ -66,16 +67,35 @@ class AlignmentModule(L.LightningModule):
         self.last_metrics: dict[str, float] = {}
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        features, present = batch
-        embeds = self.aligner(features)
-        loss, parts = contrastive_loss(embeds, present, self.aligner.scale())
-        size = int(next(iter(present.values())).shape[0])
+        loss, parts, size = self.batch_loss(*batch)
         self.log("train_loss", loss, prog_bar=True, batch_size=size)
         for name, value in parts.items():
             self.log(f"train_loss_{name}", value, batch_size=size)
         self.log("temperature", 1.0 / self.aligner.scale(), batch_size=size)
         self.log("lr", self.optimizers().param_groups[0]["lr"], batch_size=size)
         return loss
+
+    def batch_loss(
+        self, features: dict[str, torch.Tensor], present: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
+        """(loss, per-pair losses, rows) of a batch: features {modality: [b, d_m]},
+        present {modality: [b] bool}.
+
+        Under DDP each process contrasts against every process's rows (more negatives: the
+        loss of the job's whole batch of w·b rows), with gradient through the gathered rows.
+        Every process computes this same loss; the gathers' backward sums the w copies of
+        each row's gradient and DDP averages over w: the gradient of one process on the
+        whole batch. Every process must call this with the same b (drop_last)."""
+        local = self.aligner(features)
+        embeds = {m: gather_rows(x) for m, x in local.items()}
+        present = {m: gather_rows(p) for m, p in present.items()}
+        scale = self.aligner.scale()
+        loss, parts = contrastive_loss(embeds, present, scale)
+        # A pair with fewer than 2 samples is skipped: the zero term keeps every head, the
+        # temperature and every gather in the graph, so DDP needs no unused-parameter
+        # search and every process runs every backward collective.
+        loss = loss + 0.0 * (sum(e.sum() for e in embeds.values()) + scale)
+        return loss, parts, int(next(iter(present.values())).shape[0])
 
     def on_train_epoch_end(self) -> None:
         if self.eval_set is None:

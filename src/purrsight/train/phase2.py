@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -53,6 +54,7 @@ from purrsight.train.phase2_setup import (
     log_path,
     plan_run,
     process_rank,
+    restart_count,
     world_size,
 )
 
@@ -148,6 +150,11 @@ def _run(
     started = time.perf_counter()
     out = Path(config.output_dir)
     log.info("Phase 2: config %s, output %s", config_path or "<in memory>", out)
+    world, local = world_size()
+    if world > 1:
+        log.info(
+            "process %d of %d (%d on this node), pid %d", process_rank(), world, local, os.getpid()
+        )
     plan = plan_run(config, config_path, resume)
 
     import lightning as L
@@ -176,7 +183,6 @@ def _run(
     train_set, train_loader, val_loader = _datasets(
         config, train, train_feats, val, val_feats, tokenizer
     )
-    world, local = world_size()
     batches = -(-len(train_set) // (config.batch_size * world))  # per process and epoch
     steps = total_steps(batches, config)
     hparams = _hparams(config, plan, aligner_info, modalities)
@@ -188,6 +194,8 @@ def _run(
     )
     if logger:
         _log_run_start(logger, config, out, plan, model, steps)
+        _run_id_file(out).write_text(logger.run_id, encoding="utf-8")
+        module.mlflow_run_id = logger.run_id  # the other ranks get it in module.setup
     log.info(
         "training %d optimizer steps (%d epochs × %d batches of %d, accumulating %d)%s",
         steps,
@@ -224,7 +232,7 @@ def _run(
         seconds=time.perf_counter() - started,
         model=model.cpu(),
         tokenizer=tokenizer,
-        mlflow_run_id=logger.run_id if logger else None,
+        mlflow_run_id=module.mlflow_run_id,
         previews=previews,
     )
     log.info("Phase 2 done in %.1f s: %s", result.seconds, json.dumps(_rounded(metrics)))
@@ -363,16 +371,24 @@ def _make_trainer(config: Config, out: Path, debug: bool, callbacks, world: int,
     emergency_cb = EmergencyCheckpoint(checkpoint_dir)
     logger = None
     if config.mlflow.enabled and is_rank_zero():
+        # One MLflow run per job, created by rank 0 only (two processes creating one SQLite
+        # store race); a restarted job continues the run it started.
         run_name = f"phase2-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-        logger = make_logger(config.mlflow.tracking_uri, config.mlflow.experiment_name, run_name)
+        logger = make_logger(
+            config.mlflow.tracking_uri,
+            config.mlflow.experiment_name,
+            run_name,
+            run_id=_restarted_run_id(out),
+        )
     distributed = world > 1
     trainer = L.Trainer(
         accelerator="auto",
         devices=local if distributed else 1,
         num_nodes=world // local if distributed else 1,
-        # A batch without an image (or audio) sample leaves that projector unused; DDP must
-        # not wait for its gradient.
-        strategy=DDPStrategy(find_unused_parameters=True) if distributed else "auto",
+        # Every trainable parameter gets a gradient at every step (frozen ones have
+        # requires_grad False; Phase2Module gives absent modalities' projectors a zero
+        # one), so DDP needs no per-step search for unused parameters.
+        strategy=DDPStrategy(find_unused_parameters=False) if distributed else "auto",
         precision=config.precision,
         max_epochs=config.num_epochs,
         max_steps=config.max_steps,
@@ -508,8 +524,27 @@ def _write_json(path: Path, value: Any) -> None:
     tmp.replace(path)
 
 
+def _run_id_file(out: Path) -> Path:
+    """Where rank 0 notes this job's MLflow run id (a restarted job continues that run)."""
+    return out / "logs" / "mlflow_run_id"
+
+
+def _restarted_run_id(out: Path) -> str | None:
+    """The MLflow run this job started before a launcher restarted it, or None."""
+    path = _run_id_file(out)
+    if restart_count() and path.is_file():
+        return path.read_text(encoding="utf-8").strip() or None
+    return None
+
+
 def _log_run_start(logger, config: Config, out: Path, plan: RunPlan, model, steps: int) -> None:
-    """Flattened config + run facts as MLflow params; the resolved config as an artifact."""
+    """Flattened config + run facts as MLflow params; the resolved config as an artifact.
+    A restarted job's run already has its params (MLflow refuses changing one): it gets a
+    ``restart_<k>`` tag naming the checkpoint it continued from instead."""
+    if restart_count() and logger.run_id == _restarted_run_id(out):
+        where = str(plan.resume_path) if plan.resume_path else "the start"
+        logger.experiment.set_tag(logger.run_id, f"restart_{restart_count()}", where)
+        return
     config_file = out / "logs" / "config.yaml"
     dump_config(config, config_file)
     params = {

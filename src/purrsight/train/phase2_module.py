@@ -27,7 +27,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from purrsight.data.instruction import Batch
+from purrsight.data.instruction import IGNORE_INDEX, Batch
 from purrsight.models.mm_llm import MultimodalLLM
 from purrsight.train.checkpointing import (
     CHECKPOINT_FORMAT,
@@ -38,6 +38,7 @@ from purrsight.train.checkpointing import (
     read_checkpoint,
     restore_rng_state,
 )
+from purrsight.train.distributed import is_distributed
 from purrsight.train.phase2_data import ResumableDataLoader
 from purrsight.train.schedule import warmup_then_decay
 
@@ -89,27 +90,57 @@ class Phase2Module(L.LightningModule):
         self._batch_started = 0.0
         self._batch_stats: dict[str, float] = {}
         self._last_logged_step = -1
+        self.mlflow_run_id: str | None = None
+        """The job's MLflow run (rank 0 creates it; every rank knows it from ``setup``)."""
+
+    def setup(self, stage: str) -> None:
+        # Called on every process once the process group is up, before any step or
+        # checkpoint: all of them take part in the broadcast (a collective).
+        self.mlflow_run_id = self.trainer.strategy.broadcast(self.mlflow_run_id, src=0)
+        if self.mlflow_run_id and is_distributed():
+            log.info("this job's MLflow run: %s", self.mlflow_run_id)
 
     # ------------------------------------------------------------------ steps
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         """Loss of one right-padded batch ([b, s] ids, labels, mask + features)."""
-        loss = self.model(**batch.model_inputs()).loss
+        local_mean = self.model(**batch.model_inputs()).loss
+        loss, global_mean = globally_normalised(local_mean, target_count(batch.labels))
+        # A batch without an image (or audio) row leaves that projector out of the graph;
+        # DDP (find_unused_parameters=False) needs a gradient, zero, for every parameter.
+        loss = loss + self._absent_projectors_term(batch)
         size = int(batch.input_ids.shape[0])
         lr = float(self.trainer.optimizers[0].param_groups[0]["lr"])
         # Step-level curve for MLflow; the epoch mean is what checkpoints are ranked by.
-        self.log("train_loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=size)
         self.log(
-            "train_loss_epoch", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=size
+            "train_loss", global_mean, on_step=True, on_epoch=False, prog_bar=True, batch_size=size
+        )
+        self.log(
+            "train_loss_epoch",
+            global_mean,
+            on_step=False,
+            on_epoch=True,
+            sync_dist=True,
+            batch_size=size,
         )
         self.log("lr", lr, on_step=True, on_epoch=False, batch_size=size)
         self._batch_stats = {
-            "loss": float(loss.detach()),
+            "loss": float(global_mean),
             "lr": lr,
             "tokens": float(batch.attention_mask.sum()),  # non-pad tokens
             "samples": float(size),
         }
         return loss
+
+    def _absent_projectors_term(self, batch: Batch) -> torch.Tensor:
+        """0 × the parameters of every projector no row of ``batch`` uses (a scalar)."""
+        term = torch.zeros((), device=batch.input_ids.device)
+        for modality in self.model.modalities:
+            present = batch.present.get(modality)
+            if present is None or not bool(present.any()):
+                for param in self.model.projectors[modality].parameters():
+                    term = term + 0.0 * param.sum()
+        return term
 
     def validation_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         loss = self.model(**batch.model_inputs()).loss
@@ -206,9 +237,40 @@ class Phase2Module(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         check_trainable_only(checkpoint["state_dict"])
         checkpoint["rng_states"] = capture_rng_state()
+        checkpoint["mlflow_run_id"] = self.mlflow_run_id  # which run trained it
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._pending_rng = checkpoint.get("rng_states")
+
+
+# ----------------------------------------------------------------------------- loss
+
+
+def target_count(labels: torch.Tensor) -> torch.Tensor:
+    """Tokens the loss is taken over: [b, s] labels → scalar long. Position t predicts
+    token t + 1, so the first column is never a target (the causal shift)."""
+    return (labels[:, 1:] != IGNORE_INDEX).sum()
+
+
+def globally_normalised(
+    local_mean: torch.Tensor, local_count: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss to backpropagate, the job's mean loss over all its target tokens, detached).
+
+    ``local_mean`` is this process's mean over its ``local_count`` target tokens. DDP
+    averages gradients over w processes, so backpropagating ``local_sum · w / global_count``
+    gives the gradient of ``global_sum / global_count``: one step of w processes × batch b
+    equals one step of one process × batch w·b, however the tokens fall between the
+    processes. Alone, both are ``local_mean``. Every process must call this (all_reduce).
+    """
+    if not is_distributed():
+        return local_mean, local_mean.detach()
+    stats = torch.stack([local_mean.detach().float() * local_count, local_count.float()])
+    torch.distributed.all_reduce(stats)  # [global sum, global count]
+    global_sum, global_count = stats[0], stats[1]
+    world = torch.distributed.get_world_size()
+    loss = local_mean * (local_count.to(local_mean.dtype) * world / global_count)
+    return loss, global_sum / global_count
 
 
 # ----------------------------------------------------------------------------- callbacks
@@ -291,20 +353,25 @@ def _mark_between_epochs(loops: dict[str, Any]) -> None:
 
 @contextlib.contextmanager
 def _worker_deaths_ignored() -> Iterator[None]:
-    """Silence PyTorch's SIGCHLD handler while the emergency checkpoint is written.
+    """Silence PyTorch's SIGCHLD handler and ignore SIGTERM while the emergency checkpoint
+    is written.
 
     A SIGTERM sent to the whole process group (torchrun, schedulers) kills the DataLoader
     workers too; each death raises a RuntimeError in the main process from that handler,
-    which would abort the write half-way."""
-    sigchld = getattr(signal, "SIGCHLD", None)
-    if sigchld is None or threading.current_thread() is not threading.main_thread():
+    which would abort the write half-way. Lightning's own SIGTERM handler broadcasts to the
+    other processes, which raises mid-write when one of them is dead (torchrun sends
+    SIGTERM to the survivors after a worker died). The run is ending either way."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(sigchld, signal.SIG_DFL)
+    masked = {s: signal.SIG_DFL for s in [getattr(signal, "SIGCHLD", None)] if s is not None}
+    masked[signal.SIGTERM] = signal.SIG_IGN
+    previous = {s: signal.signal(s, handler) for s, handler in masked.items()}
     try:
         yield
     finally:
-        signal.signal(sigchld, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 class GuideNamedCheckpoint(ModelCheckpoint):

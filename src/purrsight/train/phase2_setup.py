@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,13 @@ from purrsight.train.checkpointing import (
     read_checkpoint,
     resolve_aligner,
     resolve_resume,
+    restart_checkpoint,
+)
+from purrsight.train.distributed import (  # noqa: F401 - re-exported for phase2.py
+    is_rank_zero,
+    process_rank,
+    restart_count,
+    world_size,
 )
 
 log = logging.getLogger(__name__)
@@ -54,22 +60,6 @@ class RunPlan:
 # ----------------------------------------------------------------------------- checks
 
 
-def world_size() -> tuple[int, int]:
-    """(world size, processes on this node) from torchrun's environment; (1, 1) alone."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
-    return world, local
-
-
-def process_rank() -> int:
-    """This process's global rank under torchrun (0 alone)."""
-    return int(os.environ.get("RANK", "0"))
-
-
-def is_rank_zero() -> bool:
-    return process_rank() == 0
-
-
 def log_path(output_dir: Path) -> Path:
     """``logs/training.log``; other DDP ranks get ``logs/training.rank<k>.log`` (two
     processes appending to one file would interleave their lines)."""
@@ -93,6 +83,19 @@ def plan_run(config: Config, config_path: str | None, resume: str | None) -> Run
             "precision: '16-mixed' needs a CUDA GPU; use 'bf16-mixed' or '32' on this machine"
         )
     checkpoint_dir = Path(config.output_dir) / "checkpoints"
+    restarts = restart_count()
+    if resume is None and restarts:
+        # A launcher restarted this job (torchrun MAX_RESTARTS, a SLURM requeue): continue
+        # where it stopped instead of starting over.
+        found = restart_checkpoint(checkpoint_dir)
+        if found:
+            step = read_checkpoint(found).get("global_step")
+            log.warning("restart %d of this job: resuming from %s (step %s)", restarts, found, step)
+        else:
+            log.warning(
+                "restart %d of this job: no checkpoint written yet, starting over", restarts
+            )
+        resume = str(found) if found else None
     resume_path = resolve_resume(resume, checkpoint_dir)
     aligner_path = aligner_for(config, config_path, resume_path)
     data_dir = Path(config.data_dir)

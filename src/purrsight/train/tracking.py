@@ -32,8 +32,11 @@ def ui_command(uri_or_folder: str) -> str:
     return f"mlflow ui --backend-store-uri {uri}"
 
 
-def make_logger(tracking: str, experiment: str, run_name: str):
-    """A Lightning MLFlowLogger writing to ``tracking`` (folder or URI)."""
+def make_logger(tracking: str, experiment: str, run_name: str, run_id: str | None = None):
+    """A Lightning MLFlowLogger writing to ``tracking`` (folder or URI): a new run named
+    ``run_name``, or the existing run ``run_id`` continued.
+
+    Call it on rank 0 only: two processes creating one new SQLite store at once crash."""
     from lightning.pytorch.loggers import MLFlowLogger
 
     uri, artifacts = resolve_tracking(tracking)
@@ -42,6 +45,7 @@ def make_logger(tracking: str, experiment: str, run_name: str):
         run_name=run_name,
         tracking_uri=uri,
         artifact_location=artifacts,
+        run_id=run_id,
     )
 
 

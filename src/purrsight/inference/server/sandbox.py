@@ -25,7 +25,7 @@ def _child(conn, memory_bytes: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     from PIL import Image
 
-    from purrsight.data.media import load_audio, load_image, load_video_frames
+    from purrsight.data.media import load_audio, load_image, load_video
 
     conn.send(("ready",))
     while True:
@@ -42,12 +42,13 @@ def _child(conn, memory_bytes: int) -> None:
                     data, None, limits["audio_seconds"], limits["bytes"], name="audio upload"
                 )
             else:
-                load_video_frames(
+                load_video(
                     data,
-                    limits["pixels"],
-                    limits["video_seconds"],
-                    limits["bytes"],
+                    None,  # frames only: the predictor decodes the sound track itself
                     num_frames=1,
+                    max_seconds=limits["video_seconds"],
+                    max_bytes=limits["bytes"],
+                    max_pixels=limits["pixels"],
                     name="video upload",
                 )
             conn.send(("ok",))
