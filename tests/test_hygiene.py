@@ -27,6 +27,8 @@ LIBRARY_MODULES = [
     "purrsight.inference.evaluate",
     "purrsight.inference.plots",
     "purrsight.inference.commands",
+    "purrsight.inference.server.app",
+    "purrsight.inference.server.run",
 ]
 
 

@@ -140,6 +140,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from purrsight.inference.server.run import run_from_args
+
+    return run_from_args(args)
+
+
 # ----------------------------------------------------------------------------- parser
 
 
@@ -258,6 +264,11 @@ def build_parser() -> argparse.ArgumentParser:
     from purrsight.inference.commands import add_inference_commands  # stdlib-only module
 
     add_inference_commands(commands)
+    from purrsight.inference.server.run import add_arguments as add_serve_arguments
+
+    serve = commands.add_parser("serve", help="HTTP API + web page for a bundle (FastAPI)")
+    add_serve_arguments(serve)
+    serve.set_defaults(func=cmd_serve)
     return parser
 
 

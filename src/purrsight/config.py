@@ -75,10 +75,9 @@ class MediaConfig(_Strict):
 
     max_image_pixels: int = Field(default=40_000_000, gt=0)
     max_audio_seconds: float = Field(default=30.0, gt=0)
-    max_video_seconds: float = Field(default=30.0, gt=0)
     max_file_bytes: int = Field(default=100 * 1024 * 1024, gt=0)
     max_video_seconds: float = Field(default=60.0, gt=0)
-    """Longest video accepted (predict / serve): its frames are sampled, its audio used."""
+    """Longest video accepted (training, predict, serve): frames sampled, audio used."""
 
 
 class InferenceConfig(_Strict):

@@ -162,7 +162,10 @@ def load_image(
                 return img.convert("RGB")
     except MediaError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        # Pillow's MAX_IMAGE_PIXELS (a server lowers it) is checked on open, before ours.
+        raise MediaTooLarge(path, f"image is over the pixel limit ({_one_line(err)})") from None
+    except UnidentifiedImageError:
         raise MediaError(path, "not a decodable image (corrupt or unknown format)") from None
     except Exception as err:  # noqa: BLE001 - a corrupt file makes Pillow raise many types
         raise MediaError(path, f"corrupt image: {_one_line(err)}") from None

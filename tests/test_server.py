@@ -1,0 +1,433 @@
+"""``purrsight serve`` for real: a subprocess on 127.0.0.1 serving the tiny bundle of
+tests/test_inference.py, sent real PNG/JPEG/WAV/MP4 files over HTTP, broken and
+oversized ones too; the web page driven in headless Chromium.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import wave
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from purrsight.inference.predictor import Predictor
+from purrsight.inference.server.limits import ServerLimits
+from purrsight.inference.server.run import apply_limits
+from purrsight.inference.server.worker import Busy, PredictorWorker
+from purrsight.report import Report
+from server_fixture import ServerProcess, huge_png
+from test_inference import bundle, trained  # noqa: F401 - fixtures: the tiny trained bundle
+from video_fixture import write_test_video
+
+KEY = "test-key-123"
+AUTH = {"X-API-Key": KEY}
+UPLOAD_CAP = 300_000
+REQUEST_CAP = 700_000
+CHROMIUM = "/usr/bin/chromium"
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def server(bundle, tmp_path_factory):  # noqa: F811
+    """The real server with small caps (bytes, pixels, seconds) and an API key."""
+    proc = ServerProcess(
+        bundle,
+        tmp_path_factory.mktemp("server") / "server.log",
+        "--max-upload-mb",
+        str(UPLOAD_CAP / 2**20),
+        "--max-request-mb",
+        str(REQUEST_CAP / 2**20),
+        "--max-image-pixels",
+        "4000000",
+        "--max-audio-seconds",
+        "5",
+        api_key=KEY,
+    )
+    try:
+        proc.wait_ready()
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("uploads")
+    rng = np.random.default_rng(0)
+    picture = Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    picture.save(root / "cat.png")
+    picture.save(root / "cat.jpg", quality=90)
+    _wav(root / "meow.wav", 1.0)
+    _wav(root / "long.wav", 6.0, rate=8000)  # over the 5 s audio limit
+    (root / "notes.png").write_bytes(b"these are not the pixels you are looking for" * 20)
+    (root / "big.png").write_bytes(
+        rng.integers(0, 255, UPLOAD_CAP + 5000, dtype=np.uint8).tobytes()
+    )
+    write_test_video(root / "clip.mp4", seconds=1.0)
+    return {p.name: p for p in root.iterdir()}
+
+
+def _wav(path: Path, seconds: float, rate: int = 16000, hz: float = 600.0) -> None:
+    t = np.arange(int(rate * seconds)) / rate
+    samples = (0.5 * np.sin(2 * np.pi * hz * t) * 32767).astype(np.int16)
+    with wave.open(str(path), "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(rate)
+        handle.writeframes(samples.tobytes())
+
+
+def _post(server, uploads: dict[str, Path | bytes], headers=AUTH, **fields) -> httpx.Response:
+    """A multipart POST: files as file parts, ``fields`` as plain form parts."""
+    parts = [
+        (key, (value.name, value.read_bytes()) if isinstance(value, Path) else ("x.bin", value))
+        for key, value in uploads.items()
+    ]
+    parts += [(key, (None, value)) for key, value in fields.items()]
+    return httpx.post(f"{server.url}/v1/analyze", files=parts, headers=headers, timeout=120.0)
+
+
+def _assert_error(response: httpx.Response, status: int, match: str) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error", "detail"} and match in body["error"], body
+    return body
+
+
+# ----------------------------------------------------------------------------- happy paths
+
+
+def test_health_docs_and_a_self_contained_page(server) -> None:
+    health = httpx.get(f"{server.url}/healthz").json()
+    assert health["status"] == "ok" and health["auth_required"] is True
+    assert health["limits"]["max_upload_bytes"] == pytest.approx(UPLOAD_CAP, abs=2)
+    assert httpx.get(f"{server.url}/docs").status_code == 200
+    assert "/v1/analyze" in httpx.get(f"{server.url}/openapi.json").json()["paths"]
+    page = httpx.get(f"{server.url}/").text
+    assert 'id="image-input"' in page and 'id="audio-input"' in page and 'id="emotion"' in page
+    # One self-contained page: no external script, style sheet or font.
+    assert "<script src" not in page and "<link" not in page and "//cdn" not in page
+
+
+@pytest.mark.parametrize(
+    ("uploads", "listed"),
+    [
+        ({"image": "cat.png"}, ["image"]),
+        ({"image": "cat.jpg"}, ["image"]),
+        ({"audio": "meow.wav"}, ["audio"]),
+        ({"image": "cat.jpg", "audio": "meow.wav"}, ["image", "audio"]),
+        ({"video": "clip.mp4"}, ["video"]),
+    ],
+)
+def test_each_modality_gives_a_valid_report(server, files, uploads, listed) -> None:
+    response = _post(server, {k: files[v] for k, v in uploads.items()}, mode="labels")
+    assert response.status_code == 200, response.text
+    report = Report.model_validate(response.json())
+    assert report.modalities == listed
+    assert response.headers["X-Purrsight-Status"] == "labels"
+
+
+def test_report_mode_with_text_and_details(server, files) -> None:
+    response = httpx.post(
+        f"{server.url}/v1/analyze?details=true",
+        files={"image": ("c.png", files["cat.png"].read_bytes())},
+        data={"text": "she hides under the bed"},
+        headers={"Authorization": f"Bearer {KEY}"},
+        timeout=120.0,
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    report = Report.model_validate(body["report"])
+    assert report.modalities == ["image", "text"]
+    assert body["status"] in ("valid", "repaired", "invalid")
+    assert sum(body["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_concurrent_requests_are_all_answered(server, files) -> None:
+    def one(i: int) -> int:
+        kind = ("image", "audio")[i % 2]
+        name = "cat.png" if kind == "image" else "meow.wav"
+        return _post(server, {kind: files[name]}, mode="labels").status_code
+
+    with ThreadPoolExecutor(12) as pool:
+        assert list(pool.map(one, range(12))) == [200] * 12
+
+
+# ----------------------------------------------------------------------------- refusals
+
+
+def test_api_key_is_required(server, files) -> None:
+    _assert_error(_post(server, {"image": files["cat.png"]}, headers={}), 401, "API key")
+    wrong = {"X-API-Key": "nope"}
+    _assert_error(_post(server, {"image": files["cat.png"]}, headers=wrong), 401, "API key")
+    assert httpx.get(f"{server.url}/healthz").status_code == 200  # health stays open
+
+
+def test_bad_uploads_are_refused_and_the_server_keeps_answering(server, files) -> None:
+    body = _assert_error(_post(server, {"image": files["big.png"]}), 413, "over the limit")
+    assert body["detail"]["field"] == "image"
+    body = _assert_error(_post(server, {"image": files["notes.png"]}), 422, "not a decodable image")
+    assert body["detail"]["kind"] == "undecodable_media"
+    _assert_error(_post(server, {"audio": files["long.wav"]}), 413, "over the limit of 5.0 s")
+    _assert_error(_post(server, {"audio": files["cat.png"]}), 422, "not decodable audio")
+    _assert_error(_post(server, {"video": files["meow.wav"]}), 422, "video")
+    _assert_error(_post(server, {}, text="hello"), 422, "nothing to look at")
+    _assert_error(_post(server, {"image": files["cat.png"]}, mode="poem"), 422, "mode")
+    _assert_error(_post(server, {"picture": files["cat.png"]}), 422, "unknown field")
+    _assert_error(_post(server, {"image": b""}), 422, "empty")
+    twice = [("image", ("a.png", files["cat.png"].read_bytes()))] * 2
+    twice_response = httpx.post(f"{server.url}/v1/analyze", files=twice, headers=AUTH)
+    _assert_error(twice_response, 422, "given twice")
+    _assert_error(_post(server, {"image": files["cat.png"]}, text="x" * 501), 422, "over the limit")
+    # A path (or URL) where a file belongs is refused, never opened.
+    _assert_error(_post(server, {}, image="/etc/passwd"), 422, "must be an uploaded file")
+    json_body = httpx.post(f"{server.url}/v1/analyze", json={"image": "x"}, headers=AUTH)
+    _assert_error(json_body, 422, "multipart/form-data")
+    assert server.alive()
+    assert _post(server, {"image": files["cat.png"]}, mode="labels").status_code == 200
+
+
+def test_a_body_over_the_request_cap_is_refused_before_it_is_read(server) -> None:
+    """A Content-Length over the cap is answered 413 at once (nothing read); raw socket,
+    since a client still sending its body may see the connection close under it."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /v1/analyze HTTP/1.1\r\nHost: x\r\nX-API-Key: " + KEY.encode() + b"\r\n"
+            b"Content-Type: multipart/form-data; boundary=b\r\n"
+            b"Content-Length: 5000000000\r\n\r\n"
+        )
+        answer = b""
+        while chunk := sock.recv(4096):  # the server closes the connection after answering
+            answer += chunk
+        answer = answer.decode()
+    assert answer.startswith("HTTP/1.1 413") and "over the limit of" in answer
+    assert server.alive()
+
+
+def test_a_chunked_body_is_cut_off_at_the_request_cap(server) -> None:
+    """No Content-Length (chunked): the bytes are counted as they stream in and the
+    request is answered 413 once they pass the cap."""
+    boundary = b"b0undary"
+    head = (
+        b"--"
+        + boundary
+        + b'\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n\r\n'
+    )
+    body = head + b"\x00" * (REQUEST_CAP + 100_000)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(
+            b"POST /v1/analyze HTTP/1.1\r\nHost: x\r\nX-API-Key: " + KEY.encode() + b"\r\n"
+            b"Content-Type: multipart/form-data; boundary=" + boundary + b"\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        try:
+            for start in range(0, len(body), 65536):
+                piece = body[start : start + 65536]
+                sock.sendall(b"%x\r\n" % len(piece) + piece + b"\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered and closed while we were still sending
+        answer = b""
+        try:
+            while chunk := sock.recv(4096):
+                answer += chunk
+        except ConnectionResetError:
+            pass
+    text = answer.decode(errors="replace")
+    assert text.startswith("HTTP/1.1 413") and "request body is over the limit" in text, text
+    assert server.alive()
+
+
+def test_a_15000_pixel_square_png_is_refused_without_growing_the_server(server) -> None:
+    """225 M pixels, ~30 KB on disk: decoding it would take >= 225 MB (675 MB as RGB).
+    The header check refuses it first; the server's peak RSS must not grow by 100 MB."""
+    bomb = huge_png(15000, 15000)
+    assert len(bomb) < UPLOAD_CAP
+    before = server.memory_kib()
+    response = _post(server, {"image": bomb}, mode="labels")
+    after = server.memory_kib()
+    body = _assert_error(response, 413, "225000000 pixels")
+    assert body["detail"]["kind"] == "too_large"
+    grown_mib = (after["VmHWM"] - max(before["VmHWM"], before["VmRSS"])) / 1024
+    assert grown_mib < 100, (before, after)
+    assert (after["VmRSS"] - before["VmRSS"]) / 1024 < 100, (before, after)
+    assert server.alive()
+
+
+# ----------------------------------------------------------------------------- the worker
+
+
+def test_worker_batches_waiting_requests_and_refuses_a_full_queue(bundle, files) -> None:  # noqa: F811
+    """In process: jobs queued before the thread starts are gathered into one batch and
+    answer what one-at-a-time prediction answers; the bounded queue refuses the next."""
+    predictor = Predictor.from_bundle(bundle)
+    apply_limits(predictor, ServerLimits())
+    worker = PredictorWorker(predictor, queue_size=3, max_batch=8)
+    requests = [
+        {"image": files["cat.png"].read_bytes()},
+        {"audio": files["meow.wav"].read_bytes()},
+        {"image": b"broken"},
+    ]
+    futures = [worker.submit(r, "labels", timeout=60) for r in requests]
+    with pytest.raises(Busy, match="3 requests are already waiting"):
+        worker.submit(requests[0], "labels", timeout=60)
+    worker.start()
+    try:
+        results = [f.exception(timeout=60) or f.result() for f in futures]
+    finally:
+        worker.stop()
+    assert (worker.batches, worker.largest_batch) == (1, 3)
+    alone = [predictor.predict(**r, mode="labels") for r in requests[:2]]
+    for got, want in zip(results[:2], alone, strict=True):
+        assert got.report == want.report
+    assert "not a decodable image" in str(results[2])
+
+
+def test_worker_drops_a_job_past_its_deadline(bundle, files) -> None:  # noqa: F811
+    worker = PredictorWorker(Predictor.from_bundle(bundle), queue_size=2, max_batch=2)
+    late = worker.submit({"image": files["cat.png"].read_bytes()}, "labels", timeout=-1.0)
+    worker.start()
+    try:
+        with pytest.raises(Busy, match="past its time limit"):
+            late.result(timeout=30)
+    finally:
+        worker.stop()
+
+
+def test_limits_are_validated() -> None:
+    with pytest.raises(ValueError, match="queue_size must be >= 1"):
+        ServerLimits(queue_size=0)
+    with pytest.raises(ValueError, match="max_request_bytes .* must be at least max_upload"):
+        ServerLimits(max_upload_bytes=10, max_request_bytes=5)
+
+
+# ----------------------------------------------------------------------------- the page
+
+
+@pytest.mark.skipif(
+    not Path(CHROMIUM).exists(),
+    reason=f"browser test needs Debian's chromium at {CHROMIUM} (CI: `make browser`)",
+)
+def test_the_page_shows_the_report_for_a_dropped_photo(server, files, tmp_path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    shot = tmp_path / "serve_page.png"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            page.goto(server.url + "/")
+            page.wait_for_selector("#api-key", state="visible")  # healthz: a key is required
+            page.fill("#api-key", KEY)
+            page.set_input_files("#image-input", str(files["cat.jpg"]))
+            page.set_input_files("#audio-input", str(files["meow.wav"]))
+            page.select_option("#mode", "report")
+            page.click("#analyze")
+            page.wait_for_selector("#result", state="visible", timeout=120_000)
+            emotion = page.text_content("#emotion").strip().replace(" ", "_")
+            width = page.eval_on_selector("#confidence-bar", "e => e.style.width")
+            evidence_rows = page.locator("#evidence tr").count()
+            advice = page.inner_text("#advice").strip()
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            browser.close()
+    health = httpx.get(f"{server.url}/healthz").json()
+    assert emotion in [*health["labels"], "unsure"]
+    assert width.endswith("%") and evidence_rows == 5 and advice
+    assert shot.stat().st_size > 10_000
+    if os.environ.get("PURRSIGHT_SCREENSHOT_DIR"):  # e.g. outputs/ for the integrator
+        out = Path(os.environ["PURRSIGHT_SCREENSHOT_DIR"])
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, out / shot.name)
+
+
+def test_the_page_shows_a_server_error_clearly(server, files, tmp_path) -> None:
+    """Without the key the page shows the server's error message, not a blank result."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"browser test needs Debian's chromium at {CHROMIUM} (CI: `make browser`)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            page = browser.new_page()
+            page.goto(server.url + "/")
+            page.set_input_files("#image-input", str(files["cat.png"]))
+            page.click("#analyze")
+            page.wait_for_selector("#error", state="visible", timeout=30_000)
+            message = page.inner_text("#error")
+        finally:
+            browser.close()
+    assert "API key" in message
+
+
+# ----------------------------------------------------------------------------- decode sandbox
+
+
+def test_a_decode_over_its_time_limit_is_killed_and_the_next_one_works(tmp_path) -> None:
+    """The sandbox child is killed when a decode runs past ``seconds`` (422, not a hang),
+    restarted, and decodes the next upload; a crashed child is replaced the same way."""
+    from purrsight.data.media import MediaError, MediaTooLarge
+    from purrsight.inference.server.sandbox import DecodeSandbox
+
+    limits = {"pixels": 40_000_000, "bytes": 50_000_000, "audio_seconds": 5, "video_seconds": 5}
+    big = io_bytes(Image.new("RGB", (6000, 4000), (120, 80, 40)), "JPEG")  # ~0.2 s to decode
+    small = io_bytes(Image.new("RGB", (32, 32), (1, 2, 3)), "PNG")
+    sandbox = DecodeSandbox(limits, seconds=0.001, memory_mb=2048)
+    try:
+        with pytest.raises(MediaError, match="decoding took longer than the limit of 0.001 s"):
+            sandbox.check({"image": big})
+        assert sandbox.restarts == 1
+        sandbox.seconds = 30.0
+        sandbox.check({"image": small, "audio": None})  # decodes: no exception
+        with pytest.raises(MediaTooLarge, match="over the limit of 5 s"):
+            sandbox.check({"audio": _wav_bytes(6.0)})
+        with pytest.raises(MediaError, match="not a decodable image") as err:
+            sandbox.check({"image": b"\x89PNG but not really"})
+        assert err.value.kind == "undecodable_media"
+        sandbox._process.kill()  # a decoder crash takes down only the child
+        sandbox._process.join()
+        sandbox.check({"image": small})
+        assert sandbox.restarts == 2
+    finally:
+        sandbox.close()
+
+
+def io_bytes(picture: Image.Image, fmt: str) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    picture.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def _wav_bytes(seconds: float, rate: int = 8000) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(rate)
+        handle.writeframes(b"\x00\x00" * int(rate * seconds))
+    return buffer.getvalue()
