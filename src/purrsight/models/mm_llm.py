@@ -39,6 +39,13 @@ def _is_trainable_name(name: str) -> bool:
     return name.startswith("projectors.") or ".lora_" in name
 
 
+def _has_logit_transform(config: Any) -> bool:
+    """Models whose logits are more than ``lm_head(hidden)`` (Gemma 2's soft-capping,
+    Cohere's and Granite's scaling): they keep the plain, full-logits loss."""
+    names = ("final_logit_softcapping", "logit_scale", "logits_scaling")
+    return any(getattr(config, name, None) not in (None, 1.0) for name in names)
+
+
 class MultimodalLLM(nn.Module):
     """Projectors (trainable) + a PEFT-LoRA-wrapped causal LM (base weights frozen).
 
@@ -182,19 +189,32 @@ class MultimodalLLM(nn.Module):
         Args:
             input_ids, attention_mask: [b, s].
             labels: [b, s], ``-100`` where nothing is learned; given → ``.loss`` is the
-                mean next-token cross-entropy over the labelled tokens.
+                mean next-token cross-entropy over the labelled tokens, computed at those
+                positions only and in chunks (:mod:`purrsight.models.lm_loss`), and
+                ``.logits`` is ``None``: the full [b, s, v] logits are never built.
             features, present, placeholder_positions: as in :meth:`embed`.
         Returns:
-            the LLM's output: ``.loss`` (scalar, when ``labels``) and ``.logits`` [b, s, v].
+            without ``labels``: the LLM's output, ``.logits`` [b, s, v];
+            with ``labels``: ``.loss`` (scalar fp32) and ``.logits`` ``None``.
         """
         embeds = self.embed(input_ids, features or {}, present or {}, placeholder_positions or {})
-        return self.llm(
-            inputs_embeds=embeds,
-            attention_mask=attention_mask,
-            position_ids=position_ids_from_mask(attention_mask),
-            labels=labels,
-            use_cache=False,
-        )
+        inputs = {
+            "inputs_embeds": embeds,
+            "attention_mask": attention_mask,
+            "position_ids": position_ids_from_mask(attention_mask),
+            "use_cache": False,
+        }
+        base = self.llm.get_base_model()
+        if labels is None or _has_logit_transform(base.config):
+            return self.llm(**inputs, labels=labels)
+        from transformers.modeling_outputs import CausalLMOutputWithPast
+
+        from purrsight.models.lm_loss import lm_loss
+
+        # The decoder stack (LoRA layers included) without the head: hidden [b, s, d].
+        hidden = getattr(base, base.base_model_prefix)(**inputs).last_hidden_state
+        loss = lm_loss(hidden, labels, base.get_output_embeddings())
+        return CausalLMOutputWithPast(loss=loss, logits=None)
 
     # ------------------------------------------------------------------ generation
 
