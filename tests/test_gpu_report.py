@@ -20,7 +20,7 @@ def test_smoke_mode_reports_every_variant(tmp_path) -> None:
         gpu_report.main(["--smoke", "--warmup", "0", "--steps", "1", "--out", str(tmp_path)]) == 0
     )
     report = json.loads((tmp_path / "gpu_report.json").read_text())
-    assert set(report["variants"]) == {v.name for v in gpu_report.VARIANTS}
+    assert set(report["variants"]) == {v.name for v in gpu_report.VARIANTS if not v.compile}
     for name, result in report["variants"].items():
         assert "error" not in result, (name, result)
         assert result["tokens_per_s"] > 0 and result["loss_last"] > 0
