@@ -147,3 +147,40 @@ def test_multimodal_llm_loss_and_grads_equal_the_plain_hf_path() -> None:
         if param.requires_grad:
             assert torch.allclose(lean_grads[name], param.grad, rtol=0, atol=1e-5), name
     assert any(g.abs().sum() > 0 for n, g in lean_grads.items() if "lora_A" in n)
+
+
+def test_padding_to_the_longest_gives_the_loss_of_padding_to_max_length() -> None:
+    """Right padding is masked and unlabelled: 20 columns or 64 give the same loss."""
+    tok = byte_tokenizer()
+    torch.manual_seed(0)
+    model = build_multimodal_llm(
+        tiny_llama(len(tok)),
+        tok,
+        in_dim=8,
+        num_tokens=2,
+        modalities=("image",),
+        lora_r=4,
+        lora_alpha=8,
+        lora_dropout=0.0,
+    ).eval()
+    gen = torch.Generator().manual_seed(5)
+    ids = torch.randint(3, len(tok), (2, 20), generator=gen)
+    mask = torch.ones_like(ids)
+    mask[1, 14:] = 0
+    labels = torch.where(mask.bool(), ids, IGNORE_INDEX)
+    labels[:, :5] = IGNORE_INDEX
+    extra = 64 - 20
+    padded = {
+        "input_ids": nn.functional.pad(ids, (0, extra), value=0),
+        "attention_mask": nn.functional.pad(mask, (0, extra), value=0),
+        "labels": nn.functional.pad(labels, (0, extra), value=IGNORE_INDEX),
+    }
+    common = {
+        "features": {"image": torch.randn(2, 8, generator=gen)},
+        "present": {"image": torch.tensor([True, True])},
+        "placeholder_positions": {"image": torch.tensor([[1, 2], [1, 2]])},
+    }
+    with torch.no_grad():
+        short = model(input_ids=ids, attention_mask=mask, labels=labels, **common).loss
+        long = model(**padded, **common).loss
+    assert torch.allclose(short, long, rtol=0, atol=1e-5), (short, long)

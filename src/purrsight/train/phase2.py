@@ -292,7 +292,14 @@ def _datasets(config: Config, train, train_feats, val, val_feats, tokenizer):
     pad = int(tokenizer.pad_token_id)
     train_set = dataset(train, train_feats)
     train_loader = build_loader(
-        train_set, config.batch_size, pad, config.num_workers, config.seed, train=True
+        train_set,
+        config.batch_size,
+        pad,
+        config.num_workers,
+        config.seed,
+        train=True,
+        group_by_length=config.group_by_length,
+        num_replicas=world_size()[0],
     )
     val_set = dataset(val, val_feats) if val else None
     val_loader = (
