@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 IGNORE_INDEX = -100
-LOGIT_ELEMENTS_PER_CHUNK = 1 << 26
-"""fp32 logits per chunk (256 MiB): 441 rows for Qwen2.5's vocabulary, 1365 for SmolLM2's."""
+LOGIT_ELEMENTS_PER_CHUNK = 1 << 25
+"""fp32 logits per chunk (128 MiB): 220 rows for Qwen2.5's vocabulary, 682 for SmolLM2's."""
 
 
 def shift_targets(hidden: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,7 +51,7 @@ def lm_loss(
         hidden: [b, s, d] final hidden states (after the last norm).
         labels: [b, s] long, ``IGNORE_INDEX`` where nothing is learned.
         head: the LM head (``weight`` [v, d], optional bias).
-        chunk_rows: rows of logits per chunk (default: 256 MiB of fp32 logits).
+        chunk_rows: rows of logits per chunk (default: 128 MiB of fp32 logits).
     Returns:
         scalar fp32. With no labelled token it is 0 (connected to the graph so backward
         works), where the plain computation would give NaN.
