@@ -63,6 +63,7 @@ from typing import Any
 import torch
 
 from purrsight.data.length_groups import length_grouped_order
+from purrsight.models.lean_dropout import use_lean_lora_dropout
 from purrsight.models.lm_loss import IGNORE_INDEX
 from purrsight.models.mm_llm import MultimodalLLM, position_ids_from_mask
 from purrsight.models.projector import Projectors
@@ -218,6 +219,8 @@ def build_model(shape: dict[str, Any], variant: Variant, device: torch.device) -
         lora_dropout=0.1,
         gradient_checkpointing=variant.gradient_checkpointing,
     )
+    if not variant.lean_loss:  # the guide: PEFT's own dropout (a float mask)
+        use_lean_lora_dropout(model, lean=False)
     model = model.to(device).train()
     if variant.compile:
         for layer in llm.model.layers:

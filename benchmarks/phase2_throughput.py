@@ -84,12 +84,14 @@ def _aligner(config, args, modalities):
     return aligner, {"embed_dim": aligner.embed_dim, "untrained": True}
 
 
-def build_model(config, tokenizer_and_llm, modalities, embed_dim):
-    from purrsight.models.mm_llm import build_multimodal_llm
-
-    llm, tokenizer = tokenizer_and_llm
+def build_model(config, modalities, embed_dim, gradient_checkpointing: bool):
+    """The config's LLM wrapped with LoRA + projectors, in train mode."""
     import torch
 
+    from purrsight.models.llm import load_llm
+    from purrsight.models.mm_llm import build_multimodal_llm
+
+    llm, tokenizer = load_llm(config.llm_model_name)
     torch.manual_seed(config.seed)
     return build_multimodal_llm(
         llm,
@@ -102,6 +104,7 @@ def build_model(config, tokenizer_and_llm, modalities, embed_dim):
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
         lora_target_modules=config.lora_target_modules,
+        gradient_checkpointing=gradient_checkpointing,
     ).train()
 
 
@@ -182,16 +185,16 @@ def run_baseline(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from purrsight.data.instruction import IGNORE_INDEX, collate, encode_sample
-    from purrsight.models.llm import load_llm
+    from purrsight.models.lean_dropout import use_lean_lora_dropout
     from purrsight.models.mm_llm import position_ids_from_mask
     from purrsight.train.phase2_data import encode_aligned
 
     env = setup(args)
     config, samples = env["config"], env["samples"]
     encoders = load_encoders(config, env["modalities"])
-    model = build_model(
-        config, load_llm(config.llm_model_name), env["modalities"], env["info"]["embed_dim"]
-    )
+    # The guide's config: gradient_checkpointing false; PEFT's own (float-mask) dropout.
+    model = build_model(config, env["modalities"], env["info"]["embed_dim"], False)
+    use_lean_lora_dropout(model, lean=False)
     tokenizer = model.tokenizer
     pad_id, max_len = int(tokenizer.pad_token_id), config.max_text_length
     order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(config.seed))
@@ -237,14 +240,13 @@ def run_baseline(args: argparse.Namespace) -> dict[str, Any]:
 def run_ours(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     import torch
 
-    from purrsight.models.llm import load_llm
     from purrsight.train.phase2_data import InstructionDataset, build_loader
 
     env = setup(args)
     config, samples = env["config"], env["samples"]
     feats = load_prepared(env, workdir)
     model = build_model(
-        config, load_llm(config.llm_model_name), env["modalities"], env["info"]["embed_dim"]
+        config, env["modalities"], env["info"]["embed_dim"], config.gradient_checkpointing
     )
     tokenizer = model.tokenizer
     dataset = InstructionDataset(
@@ -257,7 +259,7 @@ def run_ours(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         num_workers=0,
         seed=config.seed,
         train=True,
-        group_by_length=True,
+        group_by_length=config.group_by_length,
     )
     batches = list(loader)  # collate is part of the loader; pre-tokenised, so cheap
     autocast = config.precision == "bf16-mixed"
@@ -320,6 +322,8 @@ def peak_rss_mb() -> float:
 def child(args: argparse.Namespace) -> None:
     import torch
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     workdir = Path(args.workdir)
     if args.variant == "prepare":
         result = prepare(args, workdir)
@@ -337,6 +341,8 @@ def spawn(variant: str, args: argparse.Namespace, workdir: Path) -> dict[str, An
     command = [sys.executable, __file__, "--variant", variant, "--workdir", str(workdir)]
     command += ["--result", str(result), "--config", args.config, "--samples", str(args.samples)]
     command += ["--warmup", str(args.warmup)]
+    if args.threads:
+        command += ["--threads", str(args.threads)]
     if args.data_dir:
         command += ["--data-dir", args.data_dir]
     if args.aligner:
@@ -359,6 +365,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--aligner", default=None, help="default: the config's glob")
     parser.add_argument("--samples", type=int, default=24, help="3 batches of 8")
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads in both variants (default: torch's)",
+    )
     parser.add_argument("--variant", choices=("prepare", *VARIANTS), help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)

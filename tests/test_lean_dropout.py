@@ -7,7 +7,7 @@ import copy
 import torch
 from torch import nn
 
-from purrsight.models.lean_dropout import LeanDropout
+from purrsight.models.lean_dropout import LeanDropout, use_lean_lora_dropout
 from purrsight.models.mm_llm import build_multimodal_llm
 from qwen_fixture import byte_tokenizer, tiny_llama
 
@@ -51,3 +51,6 @@ def test_multimodal_llm_uses_it_for_every_lora_adapter() -> None:
     lora = [m for n, m in model.named_modules() if ".lora_dropout." in n]
     assert lora and all(type(m) is LeanDropout and m.p == 0.1 for m in lora)
     assert all(type(m) is not nn.Dropout for m in lora) and len(drops) >= len(lora)
+    assert use_lean_lora_dropout(model, lean=False) == len(lora)  # back to PEFT's own
+    lora = [m for n, m in model.named_modules() if ".lora_dropout." in n]
+    assert all(type(m) is nn.Dropout and m.p == 0.1 for m in lora)

@@ -40,16 +40,18 @@ class LeanDropout(nn.Dropout):
         return _KeepAndScale.apply(x, keep, 1.0 / (1.0 - self.p))
 
 
-def use_lean_lora_dropout(model: nn.Module) -> int:
-    """Swap every LoRA adapter's ``nn.Dropout`` in ``model`` for :class:`LeanDropout`
-    (in place); returns how many were swapped. No parameters or buffers change."""
+def use_lean_lora_dropout(model: nn.Module, lean: bool = True) -> int:
+    """Swap every LoRA adapter's ``nn.Dropout`` in ``model`` for :class:`LeanDropout` (in
+    place; ``lean=False`` swaps back); returns how many were swapped. No parameters or
+    buffers change."""
+    old, new = (nn.Dropout, LeanDropout) if lean else (LeanDropout, nn.Dropout)
     swapped = 0
     for module in model.modules():
         dropouts = getattr(module, "lora_dropout", None)
         if not isinstance(dropouts, nn.ModuleDict):
             continue
         for name, dropout in dropouts.items():
-            if type(dropout) is nn.Dropout:
-                dropouts[name] = LeanDropout(dropout.p)
+            if type(dropout) is old:
+                dropouts[name] = new(dropout.p)
                 swapped += 1
     return swapped
