@@ -55,7 +55,7 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
     from purrsight.train.phase2_data import used_modalities
 
     overrides = [f"data_dir={args.data_dir}"] if args.data_dir else []
-    config = load_config(args.config, overrides)
+    config = load_config(args.config, overrides + list(args.set or []))
     torch.manual_seed(config.seed)
     samples = read_manifest(Path(config.data_dir) / "train.jsonl", config.labels)[: args.samples]
     modalities = used_modalities([samples])
@@ -343,6 +343,8 @@ def spawn(variant: str, args: argparse.Namespace, workdir: Path) -> dict[str, An
     command += ["--warmup", str(args.warmup)]
     if args.threads:
         command += ["--threads", str(args.threads)]
+    for item in args.set or []:
+        command += ["--set", item]
     if args.data_dir:
         command += ["--data-dir", args.data_dir]
     if args.aligner:
@@ -365,6 +367,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--aligner", default=None, help="default: the config's glob")
     parser.add_argument("--samples", type=int, default=24, help="3 batches of 8")
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="config override for both variants, e.g. gradient_checkpointing=false",
+    )
     parser.add_argument(
         "--threads",
         type=int,
