@@ -269,7 +269,9 @@ def run_ours(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             loss = model(**batch.model_inputs()).loss
         loss.backward()
 
-    return train(args, model, list(range(len(batches))), lambda i: batches[i], step, config)
+    # As training does (train/phase2.py): frozen linears in bf16 under autocast.
+    with model.frozen_linears_as(torch.bfloat16 if autocast else None):
+        return train(args, model, list(range(len(batches))), lambda i: batches[i], step, config)
 
 
 def train(args, model, plan, batch_of, step, config) -> dict[str, Any]:

@@ -184,3 +184,51 @@ def test_padding_to_the_longest_gives_the_loss_of_padding_to_max_length() -> Non
         short = model(input_ids=ids, attention_mask=mask, labels=labels, **common).loss
         long = model(**padded, **common).loss
     assert torch.allclose(short, long, rtol=0, atol=1e-5), (short, long)
+
+
+def test_frozen_linears_in_bf16_give_the_autocast_result_and_are_restored() -> None:
+    tok = byte_tokenizer()
+    torch.manual_seed(0)
+    model = build_multimodal_llm(
+        tiny_llama(len(tok)),
+        tok,
+        in_dim=8,
+        num_tokens=2,
+        modalities=("image",),
+        lora_r=4,
+        lora_alpha=8,
+        lora_dropout=0.0,
+    ).train()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    gen = torch.Generator().manual_seed(6)
+    ids = torch.randint(3, len(tok), (2, 12), generator=gen)
+    labels = ids.clone()
+    labels[:, :4] = IGNORE_INDEX
+    inputs = {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "labels": labels,
+        "features": {"image": torch.randn(2, 8, generator=gen)},
+        "present": {"image": torch.tensor([True, True])},
+        "placeholder_positions": {"image": torch.tensor([[1, 2], [1, 2]])},
+    }
+
+    def loss_and_grads():
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(**inputs).loss
+        loss.backward()
+        return loss.detach(), {
+            n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad
+        }
+
+    plain_loss, plain_grads = loss_and_grads()
+    with model.frozen_linears_as(torch.bfloat16) as converted:
+        assert converted > 0
+        assert model.llm.get_input_embeddings().weight.dtype == torch.float32  # tied head too
+        lean_loss, lean_grads = loss_and_grads()
+    assert torch.allclose(lean_loss, plain_loss, rtol=0, atol=1e-6)
+    for name, grad in plain_grads.items():
+        assert torch.allclose(lean_grads[name], grad, rtol=0, atol=1e-6), name
+    for name, param in model.named_parameters():  # every weight back, bit for bit
+        assert param.dtype == before[name].dtype and torch.equal(param, before[name]), name

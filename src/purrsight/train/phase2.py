@@ -59,6 +59,7 @@ from purrsight.train.phase2_setup import (
 log = logging.getLogger(__name__)
 
 DEBUG_MAX_STEPS = 5
+AUTOCAST_DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 DEBUG_LIMIT_BATCHES = 5
 
 
@@ -199,7 +200,10 @@ def _run(
     )
 
     t0 = time.perf_counter()
-    _fit(trainer, module, train_loader, val_loader, plan.resume_path, emergency_cb)
+    # Frozen linears held in the autocast dtype while fitting (autocast would recast them
+    # at every use); put back bit for bit before previews and the returned model.
+    with model.frozen_linears_as(AUTOCAST_DTYPES.get(config.precision)):
+        _fit(trainer, module, train_loader, val_loader, plan.resume_path, emergency_cb)
     timings["train"] = time.perf_counter() - t0
 
     previews: list[dict[str, str]] = []
