@@ -201,8 +201,11 @@ def _run(
 
     t0 = time.perf_counter()
     # Frozen linears held in the autocast dtype while fitting (autocast would recast them
-    # at every use); put back bit for bit before previews and the returned model.
-    with model.frozen_linears_as(AUTOCAST_DTYPES.get(config.precision)):
+    # at every use); put back bit for bit before previews and the returned model. Not
+    # with gradient checkpointing: there the recasts are not kept for backward anyway,
+    # and the bf16 copies beside the fp32 originals would add their size to the peak.
+    frozen = None if config.gradient_checkpointing else AUTOCAST_DTYPES.get(config.precision)
+    with model.frozen_linears_as(frozen):
         _fit(trainer, module, train_loader, val_loader, plan.resume_path, emergency_cb)
     timings["train"] = time.perf_counter() - t0
 
