@@ -76,13 +76,16 @@ def _batch(tok, padding_side: str = "right", prompts_only: bool = False):
 
 
 def _capture_inputs_embeds(model: MultimodalLLM) -> tuple[dict, object]:
-    """Record the kwargs the base causal LM is called with (inputs_embeds etc.)."""
+    """Record the kwargs the decoder stack is called with (inputs_embeds etc.)."""
     seen: dict = {}
 
     def hook(_module, _args, kwargs):
         seen.update(kwargs)
 
-    handle = model.llm.get_base_model().register_forward_pre_hook(hook, with_kwargs=True)
+    # The decoder stack: forward with labels runs it without the LM head (lean loss).
+    base = model.llm.get_base_model()
+    decoder = getattr(base, base.base_model_prefix)
+    handle = decoder.register_forward_pre_hook(hook, with_kwargs=True)
     return seen, handle
 
 
@@ -139,7 +142,7 @@ def test_zero_lora_b_gives_the_base_models_logits(pair) -> None:
     batch = _batch(tok)
     seen, handle = _capture_inputs_embeds(model)
     with torch.no_grad():
-        logits = model(**batch.model_inputs()).logits
+        logits = model(**{**batch.model_inputs(), "labels": None}).logits
         handle.remove()
         expected = reference(
             inputs_embeds=seen["inputs_embeds"],
@@ -155,7 +158,9 @@ def test_loss_counts_only_labelled_tokens(qwen_pair) -> None:
     batch = _batch(tok)
     with torch.no_grad():
         out = model(**batch.model_inputs())
-    shifted_logits = out.logits[:, :-1].reshape(-1, out.logits.shape[-1])
+        logits = model(**{**batch.model_inputs(), "labels": None}).logits
+    assert out.logits is None  # the lean loss never builds [b, s, v] logits
+    shifted_logits = logits[:, :-1].reshape(-1, logits.shape[-1])
     shifted_labels = batch.labels[:, 1:].reshape(-1)
     expected = torch.nn.functional.cross_entropy(
         shifted_logits, shifted_labels, ignore_index=IGNORE_INDEX
@@ -227,8 +232,9 @@ def test_trainable_state_round_trip_is_strict(pair, tmp_path) -> None:
     fresh.load_trainable_state_dict(torch.load(path, weights_only=True))
     batch = _batch(tok)
     with torch.no_grad():
-        a = trained.eval()(**batch.model_inputs()).logits
-        b = fresh.eval()(**batch.model_inputs()).logits
+        inputs = {**batch.model_inputs(), "labels": None}
+        a = trained.eval()(**inputs).logits
+        b = fresh.eval()(**inputs).logits
     assert torch.equal(a, b)
     state = trained.trainable_state_dict()
     extra = {**state, "llm.base_model.model.lm_head.weight": torch.zeros(1)}

@@ -160,6 +160,9 @@ class Config(_Strict):
     """Lightning precision; ``16-mixed`` needs a CUDA GPU, ``bf16-mixed`` works on CPU too."""
     gradient_checkpointing: bool = False
     """Recompute the LLM's activations in backward: less memory, ~30 % more time."""
+    group_by_length: bool = True
+    """Train batches of similar-length samples (shuffled by seed and epoch), so padding to
+    the longest in the batch wastes little; false: a plain seeded shuffle."""
     accumulate_grad_batches: int = Field(default=1, ge=1)
     """Batches whose gradients are summed before each optimizer step."""
     num_soft_tokens: int = Field(default=4, ge=1)

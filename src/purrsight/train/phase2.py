@@ -66,6 +66,7 @@ from purrsight.train.phase2_setup import (
 log = logging.getLogger(__name__)
 
 DEBUG_MAX_STEPS = 5
+AUTOCAST_DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 DEBUG_LIMIT_BATCHES = 5
 
 
@@ -218,7 +219,13 @@ def _run(
     )
 
     t0 = time.perf_counter()
-    _fit(trainer, module, train_loader, val_loader, plan.resume_path, emergency_cb)
+    # Frozen linears held in the autocast dtype while fitting (autocast would recast them
+    # at every use); put back bit for bit before previews and the returned model. Not
+    # with gradient checkpointing: there the recasts are not kept for backward anyway,
+    # and the bf16 copies beside the fp32 originals would add their size to the peak.
+    frozen = None if config.gradient_checkpointing else AUTOCAST_DTYPES.get(config.precision)
+    with model.frozen_linears_as(frozen):
+        _fit(trainer, module, train_loader, val_loader, plan.resume_path, emergency_cb)
     timings["train"] = time.perf_counter() - t0
 
     previews: list[dict[str, str]] = []
@@ -312,7 +319,14 @@ def _datasets(config: Config, train, train_feats, val, val_feats, tokenizer):
     pad = int(tokenizer.pad_token_id)
     train_set = dataset(train, train_feats)
     train_loader = build_loader(
-        train_set, config.batch_size, pad, config.num_workers, config.seed, train=True
+        train_set,
+        config.batch_size,
+        pad,
+        config.num_workers,
+        config.seed,
+        train=True,
+        group_by_length=config.group_by_length,
+        num_replicas=world_size()[0],
     )
     val_set = dataset(val, val_feats) if val else None
     val_loader = (

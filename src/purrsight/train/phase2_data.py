@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 from purrsight.config import MediaConfig
 from purrsight.data.features import encode_samples
 from purrsight.data.instruction import collate, encode_sample
+from purrsight.data.length_groups import LengthGroupedSampler
 from purrsight.data.manifest import ManifestError, Sample
 from purrsight.models.aligner import Aligner
 
@@ -207,12 +208,17 @@ def build_loader(
     num_workers: int,
     seed: int,
     train: bool,
+    group_by_length: bool = False,
+    num_replicas: int = 1,
 ) -> DataLoader:
     """The train loader (seeded epoch shuffle, resumable) or an ordered eval loader.
 
     Both get their own ``torch.Generator``: DataLoader otherwise draws each iterator's
     worker seed from the global RNG, which would shift the dropout masks of a resumed
-    run against an uninterrupted one."""
+    run against an uninterrupted one. ``group_by_length``: the train shuffle puts
+    samples of similar length together (:class:`LengthGroupedSampler`), laid out for
+    ``num_replicas`` DDP processes; Lightning's sampler wrapper then gives rank ``r``
+    every ``num_replicas``-th index, which is exactly its share of each group."""
     common: dict[str, Any] = {
         "batch_size": batch_size,
         "collate_fn": partial(collate, pad_token_id=pad_token_id),
@@ -221,6 +227,10 @@ def build_loader(
         "pin_memory": torch.cuda.is_available(),
         "generator": torch.Generator().manual_seed(seed),
     }
+    if train and group_by_length:
+        lengths = [len(item["input_ids"]) for item in dataset.items]
+        sampler = LengthGroupedSampler(lengths, batch_size, seed, num_replicas)
+        return ResumableDataLoader(dataset, sampler=sampler, **common)
     if train:
         return ResumableDataLoader(dataset, sampler=EpochShuffleSampler(dataset, seed), **common)
     return DataLoader(dataset, shuffle=False, **common)
