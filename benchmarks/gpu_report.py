@@ -306,6 +306,10 @@ def run_variant(
     if cuda:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
+    # cuDNN's SDPA builds a new plan for every new sequence length (measured: 3.5 ms of CPU
+    # per attention backward with length-grouped batches); flash attention does not.
+    cudnn_sdp = torch.backends.cuda.cudnn_sdp_enabled()
+    torch.backends.cuda.enable_cudnn_sdp(not variant.lean_loss)
     model = build_model(shape, variant, device)
     counts = parameter_counts(model, shape)
     optimizer = torch.optim.AdamW(
@@ -355,6 +359,7 @@ def run_variant(
     }
     del model, optimizer, prepared
     gc.collect()
+    torch.backends.cuda.enable_cudnn_sdp(cudnn_sdp)
     return result
 
 

@@ -413,6 +413,11 @@ def _make_trainer(
             config.mlflow.tracking_uri, config.mlflow.experiment_name, run_name, run_id=run_id
         )
     distributed = world > 1
+    if torch.cuda.is_available():
+        # Length-grouped batches change the sequence length every step, and cuDNN's SDPA
+        # builds a new plan for each new length (measured on an H100: 3.5 ms of CPU per
+        # attention backward, the step 1.7x slower); flash attention needs no plan.
+        torch.backends.cuda.enable_cudnn_sdp(False)
     trainer = L.Trainer(
         accelerator="auto",
         devices=local if distributed else 1,
