@@ -246,7 +246,7 @@ class MultimodalLLM(nn.Module):
             "position_ids": position_ids_from_mask(attention_mask),
             "use_cache": False,
         }
-        base = self.llm.get_base_model()
+        base = self.base_llm()
         if labels is None or _has_logit_transform(base.config):
             return self.llm(**inputs, labels=labels)
         from transformers.modeling_outputs import CausalLMOutputWithPast

@@ -26,10 +26,12 @@ def check_forward_pass(ctx: ValidationContext) -> str:
     """Finite loss and logits on the real batch, under the config's precision; and the
     soft tokens reach the LLM (other features give other logits)."""
     model, batch = ctx.model, ctx.batch
+    inputs = batch.model_inputs()
     with torch.no_grad(), eval_mode(model), ctx.autocast():
-        out = model(**batch.model_inputs())
+        out = model(**inputs)  # the training loss (at target positions; no logits)
+        out.logits = model(**{**inputs, "labels": None}).logits
         flipped = {m: -f for m, f in batch.features.items()}
-        other = model(**{**batch.model_inputs(), "features": flipped})
+        other = model(**{**inputs, "labels": None, "features": flipped})
     b, s = batch.input_ids.shape
     vocab = model.llm.get_output_embeddings().weight.shape[0]
     shape = tuple(out.logits.shape)
@@ -201,4 +203,4 @@ def _perturb(model, seed: int) -> None:
 def _logits(model, ctx: ValidationContext) -> torch.Tensor:
     """[b, s, v] in full precision and eval mode: equal weights give equal bits."""
     with eval_mode(model):
-        return model(**ctx.batch.model_inputs()).logits.float()
+        return model(**{**ctx.batch.model_inputs(), "labels": None}).logits.float()
