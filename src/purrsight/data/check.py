@@ -15,7 +15,6 @@ content twice within one split, which is a warning (a sample may reuse a picture
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 from purrsight.config import MediaConfig
 from purrsight.data.manifest import MEDIA_FIELDS, ManifestError, Sample, iter_manifest
 from purrsight.data.media import MediaError, decode_media
+from purrsight.hashing import file_sha256
 
 SPLIT_NAMES = ("train", "val", "test")
 NO_LABEL = "(none)"
@@ -245,7 +245,7 @@ def _check_sample(
             continue
         try:
             decode_media(name, path, media)
-            digest = _sha256(path)
+            digest = file_sha256(path)
         except MediaError as err:
             report.problems.append(Problem(err.kind, where, f"{name}: {err}"))
             ok = False
@@ -298,11 +298,3 @@ def _subject_summary(report: CheckReport, seen: _Seen) -> None:
                     )
                 )
     report.subjects = {split: per_split[split] for split in report.labels}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -46,6 +46,7 @@ from purrsight.data.features import FeatureTable, encode_samples
 from purrsight.data.manifest import Sample
 from purrsight.data.media import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, MediaError
 from purrsight.data.media import _check_file as check_media_file
+from purrsight.hashing import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -55,15 +56,6 @@ SUFFIX = ".safetensors"
 
 
 # ----------------------------------------------------------------------------- keys
-
-
-def sha256_file(path: Path) -> str:
-    """sha256 hex of a file's bytes, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def text_key(text: str) -> str:
@@ -91,7 +83,7 @@ def content_key(sample: Sample, modality: str, media: MediaConfig) -> str | None
         if modality in _FILE_CHECKS:
             allowed, kind = _FILE_CHECKS[modality]
             check_media_file(path, allowed, kind, media.max_file_bytes)
-        return sha256_file(path)
+        return file_sha256(path)
     except MediaError as err:
         raise MediaError(
             err.path, f"{err.reason} (sample {sample.id!r} at {sample.source})"

@@ -15,7 +15,6 @@ its own group (and counted in the report: it may share a cat with another sample
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections import Counter, defaultdict
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from purrsight.data.manifest import MEDIA_FIELDS, ManifestError, read_manifest
+from purrsight.hashing import file_sha256
 
 SPLIT_NAMES = {2: ("train", "val"), 3: ("train", "val", "test")}
 NO_LABEL = "(none)"
@@ -132,14 +132,6 @@ def split_records(
 # ----------------------------------------------------------------------------- report
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def leakage_report(
     parts: list[list[dict]], names: Sequence[str], by: str, root: Path, ungrouped: int
 ) -> dict:
@@ -159,7 +151,7 @@ def leakage_report(
                 seen[key].add(name)
             for field in MEDIA_FIELDS:
                 if record.get(field) and (root / record[field]).is_file():
-                    entry = media[_sha256(root / record[field])]
+                    entry = media[file_sha256(root / record[field])]
                     entry["splits"].add(name)
                     entry["files"].add(record[field])
         counts = Counter(r.get("label") or NO_LABEL for r in part)

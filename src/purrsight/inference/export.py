@@ -13,7 +13,6 @@ half a bundle; an existing bundle at ``out`` is replaced, any other folder is re
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import tempfile
@@ -25,6 +24,7 @@ import torch
 
 from purrsight.config import Config, ConfigError
 from purrsight.data.instruction import SYSTEM_PROMPT
+from purrsight.hashing import file_sha256
 from purrsight.inference.bundle import (
     ADAPTER_CONFIG,
     ADAPTER_FILE,
@@ -47,14 +47,6 @@ log = logging.getLogger(__name__)
 
 # Written by train/checkpointing.py (the library does not import the training package).
 QUANTIZE_CHOICES = ("int8",)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def model_from_checkpoint(checkpoint: dict[str, Any]) -> tuple[MultimodalLLM, Any, Config]:
@@ -109,7 +101,7 @@ def export_bundle(
     checkpoint = read_phase2_checkpoint(checkpoint_path)
     meta = checkpoint["hyper_parameters"]
     aligner_path = Path(meta["aligner"]["path"])
-    if not aligner_path.is_file() or _sha256(aligner_path) != meta["aligner"]["sha256"]:
+    if not aligner_path.is_file() or file_sha256(aligner_path) != meta["aligner"]["sha256"]:
         raise ConfigError(
             f"{checkpoint_path}: it was trained with the aligner {aligner_path} "
             f"(sha256 {meta['aligner']['sha256'][:12]}…), which is gone or changed"
@@ -125,7 +117,7 @@ def export_bundle(
         info = _write(staging, model, tokenizer, config, meta, merge_lora, quantize)
         info["source"] = {
             "checkpoint": str(checkpoint_path.resolve()),
-            "checkpoint_sha256": _sha256(checkpoint_path),
+            "checkpoint_sha256": file_sha256(checkpoint_path),
             "global_step": int(checkpoint.get("global_step", 0)),
             "exported": datetime.now(UTC).isoformat(timespec="seconds"),
         }

@@ -37,6 +37,7 @@ from PIL import Image
 from torch import nn
 
 from purrsight.config import EncoderConfig
+from purrsight.hashing import file_sha256
 from purrsight.models.audio_features import SAMPLE_RATE as AISFX_SAMPLE_RATE
 from purrsight.models.audio_features import AisfxFrontEnd
 from purrsight.models.weights import load_weights
@@ -627,11 +628,7 @@ def file_hash(path: Path) -> str:
 
 @lru_cache(maxsize=256)
 def _file_hash(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()[:16]
+    return file_sha256(path)[:16]
 
 
 def folder_hash(folder: Path) -> str:

@@ -13,7 +13,6 @@ run before the heavy imports.
 from __future__ import annotations
 
 import glob
-import hashlib
 import logging
 import os
 import random
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 
 from purrsight.config import ConfigError
+from purrsight.hashing import file_sha256 as file_sha256  # re-exported
 from purrsight.models.weights import CHECKPOINT_FORMAT as CHECKPOINT_FORMAT  # re-exported
 from purrsight.models.weights import read_phase2_checkpoint as read_checkpoint  # noqa: F401
 
@@ -99,15 +99,6 @@ def restart_checkpoint(checkpoint_dir: Path) -> Path | None:
 def emergency_path(checkpoint_dir: Path, step: int) -> Path:
     """``<checkpoint_dir>/emergency-step=<step>.ckpt``."""
     return checkpoint_dir / f"emergency-step={step}.ckpt"
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file's bytes (the aligner's identity in a checkpoint)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ----------------------------------------------------------------------------- writing
