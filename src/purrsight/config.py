@@ -160,9 +160,12 @@ class Config(_Strict):
     """Lightning precision; ``16-mixed`` needs a CUDA GPU, ``bf16-mixed`` works on CPU too."""
     gradient_checkpointing: bool = False
     """Recompute the LLM's activations in backward: less memory, ~30 % more time."""
-    group_by_length: bool = True
+    group_by_length: bool = False
     """Train batches of similar-length samples (shuffled by seed and epoch), so padding to
-    the longest in the batch wastes little; false: a plain seeded shuffle."""
+    the longest in the batch wastes little; false (default): a plain seeded shuffle. Off by
+    default: where response length follows the label (the demo's reports do), grouped
+    batches hold one label each and the model learns worse (demo test macro-F1 0.357 with
+    it, 0.548 without, label scoring, same everything else)."""
     accumulate_grad_batches: int = Field(default=1, ge=1)
     """Batches whose gradients are summed before each optimizer step."""
     num_soft_tokens: int = Field(default=4, ge=1)
