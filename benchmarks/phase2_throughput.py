@@ -92,21 +92,16 @@ def build_model(config, modalities, embed_dim, gradient_checkpointing: bool):
     import torch
 
     from purrsight.models.llm import load_llm
-    from purrsight.models.mm_llm import build_multimodal_llm
+    from purrsight.models.mm_llm import multimodal_llm_from_config
 
     llm, tokenizer = load_llm(config.llm_model_name)
     torch.manual_seed(config.seed)
-    return build_multimodal_llm(
+    return multimodal_llm_from_config(
+        config,
         llm,
         tokenizer,
         in_dim=embed_dim,
-        num_tokens=config.num_soft_tokens,
         modalities=modalities,
-        projector_hidden_dim=config.projector_hidden_dim,
-        lora_r=config.lora_r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        lora_target_modules=config.lora_target_modules,
         gradient_checkpointing=gradient_checkpointing,
     ).train()
 

@@ -52,22 +52,17 @@ QUANTIZE_CHOICES = ("int8",)
 def model_from_checkpoint(checkpoint: dict[str, Any]) -> tuple[MultimodalLLM, Any, Config]:
     """The trained Phase 2 model exactly as the checkpoint left it (eval mode, CPU)."""
     from purrsight.models.llm import load_llm
-    from purrsight.models.mm_llm import build_multimodal_llm
+    from purrsight.models.mm_llm import multimodal_llm_from_config
 
     meta = checkpoint["hyper_parameters"]
     config = Config.model_validate(meta["config"])
     llm, tokenizer = load_llm(config.llm_model_name)
-    model = build_multimodal_llm(
+    model = multimodal_llm_from_config(
+        config,
         llm,
         tokenizer,
         in_dim=int(meta["aligner"]["embed_dim"]),
-        num_tokens=config.num_soft_tokens,
         modalities=meta["modalities"],
-        projector_hidden_dim=config.projector_hidden_dim,
-        lora_r=config.lora_r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        lora_target_modules=config.lora_target_modules,
     )
     prefix = "model."
     state = {k.removeprefix(prefix): v for k, v in checkpoint["state_dict"].items()}

@@ -436,3 +436,29 @@ def build_multimodal_llm(
         lora_target_modules=lora_target_modules,
         gradient_checkpointing=gradient_checkpointing,
     )
+
+
+def multimodal_llm_from_config(
+    config: Any,
+    llm: nn.Module,
+    tokenizer: Any,
+    *,
+    in_dim: int,
+    modalities: Sequence[str],
+    gradient_checkpointing: bool = False,
+) -> MultimodalLLM:
+    """:func:`build_multimodal_llm` with the soft-token, projector and LoRA settings of a
+    :class:`purrsight.config.Config` (training, export and the benchmarks build alike)."""
+    return build_multimodal_llm(
+        llm,
+        tokenizer,
+        in_dim=in_dim,
+        num_tokens=config.num_soft_tokens,
+        modalities=modalities,
+        projector_hidden_dim=config.projector_hidden_dim,
+        lora_r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        lora_target_modules=config.lora_target_modules,
+        gradient_checkpointing=gradient_checkpointing,
+    )

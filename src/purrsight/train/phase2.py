@@ -268,23 +268,18 @@ def _build_model(config: Config, plan: RunPlan, modalities: list[str], embed_dim
     import lightning as L
 
     from purrsight.models.llm import load_llm
-    from purrsight.models.mm_llm import build_multimodal_llm
+    from purrsight.models.mm_llm import multimodal_llm_from_config
 
     llm, tokenizer = load_llm(config.llm_model_name)
     # Re-seeded so the projector and LoRA initialisation do not depend on how many random
     # numbers loading the encoders happened to draw.
     L.seed_everything(config.seed, workers=True, verbose=False)
-    model = build_multimodal_llm(
+    model = multimodal_llm_from_config(
+        config,
         llm,
         tokenizer,
         in_dim=embed_dim,
-        num_tokens=config.num_soft_tokens,
         modalities=modalities,
-        projector_hidden_dim=config.projector_hidden_dim,
-        lora_r=config.lora_r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        lora_target_modules=config.lora_target_modules,
         gradient_checkpointing=config.gradient_checkpointing,
     )
     trainable = sum(p.numel() for p in model.trainable_parameters())
