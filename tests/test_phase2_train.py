@@ -377,7 +377,10 @@ def test_sigterm_to_a_training_subprocess_leaves_a_resumable_checkpoint(setup) -
     assert "run failed:" in log_text  # the cause's traceback is kept in the file
 
     resumed = run_phase2(
-        _config(setup, "sigterm", "mlflow.enabled=false", f"max_steps={step + 2}"),
+        # num_epochs as in the killed run: the epoch count must not cap the resumed steps
+        _config(
+            setup, "sigterm", "num_epochs=1000", "mlflow.enabled=false", f"max_steps={step + 2}"
+        ),
         resume=str(emergency),
     )
     assert [h["step"] for h in resumed.history] == [step + 1, step + 2]

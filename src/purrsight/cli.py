@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -272,22 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _DropAdverts(logging.Filter):
-    """Lightning advertises a cloud logger at every start; that is noise here."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "litlogger" not in record.getMessage()
-
-
 def _setup_logging() -> None:
     """One console format for everything; ``LOG_LEVEL=DEBUG`` shows more."""
-    level = os.environ.get("LOG_LEVEL", "INFO").upper()
-    handler = logging.StreamHandler()
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    )
-    handler.addFilter(_DropAdverts())
-    logging.basicConfig(level=getattr(logging, level, logging.INFO), handlers=[handler], force=True)
+    from purrsight.console_log import console_handler, level_from_env
+
+    logging.basicConfig(level=level_from_env(), handlers=[console_handler()], force=True)
 
 
 def run_guarded(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:

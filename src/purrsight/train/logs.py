@@ -10,36 +10,30 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sys
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-DATE_FORMAT = "%H:%M:%S"
+from purrsight.console_log import (
+    FORMAT,
+    DropAdverts,
+    StderrHandler,
+    console_handler,
+    level_from_env,
+)
+
 _TRACE_LOGGER = "purrsight.trace"
 
 
-def level_from_env() -> int:
-    """``LOG_LEVEL`` as a logging level (INFO when unset or unknown)."""
-    name = os.environ.get("LOG_LEVEL", "INFO").upper()
-    level = logging.getLevelName(name)
-    return level if isinstance(level, int) else logging.INFO
-
-
-class DropAdverts(logging.Filter):
-    """Lightning advertises a cloud logger at every start; that is noise in a run's log."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "litlogger" not in record.getMessage()
-
-
-def _console_handler() -> logging.Handler:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(FORMAT, datefmt=DATE_FORMAT))
-    handler.addFilter(DropAdverts())
-    return handler
+def _writes_to_console(handler: logging.Handler) -> bool:
+    if isinstance(handler, StderrHandler):
+        return True
+    return (
+        isinstance(handler, logging.StreamHandler)
+        and not isinstance(handler, logging.FileHandler)
+        and handler.stream in (sys.stderr, sys.stdout)
+    )
 
 
 @contextlib.contextmanager
@@ -57,12 +51,8 @@ def training_log(path: Path) -> Iterator[Callable[[BaseException], None]]:
     file_handler.setFormatter(logging.Formatter(FORMAT, datefmt="%Y-%m-%d %H:%M:%S"))
     file_handler.addFilter(DropAdverts())
     added = [file_handler]
-    if not any(
-        isinstance(h, logging.StreamHandler) and h.stream in (sys.stderr, sys.stdout)
-        for h in root.handlers
-        if not isinstance(h, logging.FileHandler)
-    ):
-        added.append(_console_handler())
+    if not any(_writes_to_console(h) for h in root.handlers):
+        added.append(console_handler())
     old_level = root.level
     wanted = level_from_env()
     if root.getEffectiveLevel() > wanted or old_level == logging.NOTSET:
