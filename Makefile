@@ -50,4 +50,4 @@ format: env
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
 clean:
-	rm -rf outputs checkpoints data/demo
+	rm -rf outputs checkpoints data/demo cache/features

@@ -267,10 +267,10 @@ def run_ours(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             loss = model(**batch.model_inputs()).loss
         loss.backward()
 
-    # As training does (train/phase2.py): frozen linears in bf16 under autocast, unless
-    # checkpointing.
-    frozen = torch.bfloat16 if autocast and not args.checkpointing else None
-    with model.frozen_linears_as(frozen):
+    # As training does (train/phase2.py): frozen linears in bf16 under autocast, the fp32
+    # originals spilled to a file meanwhile.
+    frozen = torch.bfloat16 if autocast else None
+    with model.frozen_linears_as(frozen, spill_dir=workdir):
         return train(args, model, list(range(len(batches))), lambda i: batches[i], step, config)
 
 

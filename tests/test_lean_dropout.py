@@ -54,3 +54,48 @@ def test_multimodal_llm_uses_it_for_every_lora_adapter() -> None:
     assert use_lean_lora_dropout(model, lean=False) == len(lora)  # back to PEFT's own
     lora = [m for n, m in model.named_modules() if ".lora_dropout." in n]
     assert all(type(m) is nn.Dropout and m.p == 0.1 for m in lora)
+
+
+def test_bernoulli_mask_keeps_the_rounded_probability_and_replays_under_a_seed() -> None:
+    from purrsight.models.lean_dropout import bernoulli_mask
+
+    torch.manual_seed(3)
+    mask, keep = bernoulli_mask(torch.Size([1001, 997]), 0.9)  # numel not a multiple of 4
+    assert mask.dtype == torch.bool and mask.shape == (1001, 997)
+    assert keep == round(0.9 * 65536) / 65536
+    # ~1e6 draws: the observed rate sits within 5 standard errors of the exact probability
+    assert abs(mask.float().mean().item() - keep) < 5 * (keep * (1 - keep) / mask.numel()) ** 0.5
+    # every one of the four int16 lanes of a 64-bit draw is used, none stuck
+    lanes = mask.flatten()[: 4 * (mask.numel() // 4)].view(-1, 4).float().mean(0)
+    assert torch.all((lanes - keep).abs() < 0.005), lanes
+    torch.manual_seed(3)
+    again, _ = bernoulli_mask(torch.Size([1001, 997]), 0.9)
+    assert torch.equal(mask, again)
+    assert bernoulli_mask(torch.Size([7]), 1.0)[0].all()
+    assert not bernoulli_mask(torch.Size([7]), 0.0)[0].any()
+
+
+def test_adapters_reading_one_input_share_one_mask_and_gradients_add_up() -> None:
+    """q/k/v adapters read the same hidden state: one draw, reused by the siblings."""
+    torch.manual_seed(1)
+    x = torch.randn(64, 32, requires_grad=True)
+    q, k, o = LeanDropout(0.5).train(), LeanDropout(0.5).train(), LeanDropout(0.5).train()
+    yq, yk = q(x), k(x)
+    assert yq is yk  # the sibling reused the draw
+    again = q(x)  # the same module on the same tensor draws afresh, like nn.Dropout
+    assert again is not yq and not torch.equal(again != 0, yq != 0)
+    yo = o(x.detach().clone().requires_grad_())  # another tensor: its own mask
+    assert not torch.equal(yo != 0, yq != 0)
+    (2 * yq + 3 * yk).sum().backward()
+    assert torch.allclose(x.grad, 5 * (yq != 0) / 0.5)
+
+
+def test_an_in_place_change_or_other_p_draws_a_new_mask() -> None:
+    torch.manual_seed(2)
+    x = torch.randn(64, 32)
+    a, b, c = LeanDropout(0.5).train(), LeanDropout(0.5).train(), LeanDropout(0.25).train()
+    first = a(x)
+    assert c(x) is not first  # a different p is not the same distribution
+    first = a(x)
+    x.add_(1.0)
+    assert b(x) is not first  # the input changed since the draw

@@ -186,7 +186,10 @@ def test_padding_to_the_longest_gives_the_loss_of_padding_to_max_length() -> Non
     assert torch.allclose(short, long, rtol=0, atol=1e-5), (short, long)
 
 
-def test_frozen_linears_in_bf16_give_the_autocast_result_and_are_restored() -> None:
+@pytest.mark.parametrize("spill", [False, True], ids=["in-memory", "spilled"])
+def test_frozen_linears_in_bf16_give_the_autocast_result_and_are_restored(
+    spill: bool, tmp_path
+) -> None:
     tok = byte_tokenizer()
     torch.manual_seed(0)
     model = build_multimodal_llm(
@@ -223,8 +226,11 @@ def test_frozen_linears_in_bf16_give_the_autocast_result_and_are_restored() -> N
         }
 
     plain_loss, plain_grads = loss_and_grads()
-    with model.frozen_linears_as(torch.bfloat16) as converted:
+    spill_dir = tmp_path / "spill" if spill else None
+    with model.frozen_linears_as(torch.bfloat16, spill_dir=spill_dir) as converted:
         assert converted > 0
+        if spill:  # the fp32 originals wait on disk, not in memory
+            assert len(list(spill_dir.glob(".frozen-linears-*.pt"))) == 1
         assert model.llm.get_input_embeddings().weight.dtype == torch.float32  # tied head too
         lean_loss, lean_grads = loss_and_grads()
     assert torch.allclose(lean_loss, plain_loss, rtol=0, atol=1e-6)
@@ -232,3 +238,4 @@ def test_frozen_linears_in_bf16_give_the_autocast_result_and_are_restored() -> N
         assert torch.allclose(lean_grads[name], grad, rtol=0, atol=1e-6), name
     for name, param in model.named_parameters():  # every weight back, bit for bit
         assert param.dtype == before[name].dtype and torch.equal(param, before[name]), name
+    assert not spill or not any(spill_dir.iterdir())  # the spill file is gone

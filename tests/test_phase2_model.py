@@ -381,3 +381,32 @@ def test_embedded_smollm2_loads_renders_and_generates() -> None:
     assert 1 <= ids.shape[1] <= 5
     texts = model.generate(max_new_tokens=5, **batch.model_inputs())
     assert len(texts) == 1 and isinstance(texts[0], str)
+
+
+def test_checkpointing_replays_the_shared_lora_dropout_masks(qwen_pair) -> None:
+    """Dropout on (q/k/v adapters share one mask per layer): the recomputation under
+    gradient checkpointing must draw exactly the masks of the forward, or every LoRA
+    gradient is computed against a different network."""
+    tok, _ = qwen_pair
+    batch = _batch(tok)
+    plain = _model(qwen_pair, lora_dropout=0.5).train()
+    ckpt = _model(qwen_pair, lora_dropout=0.5, gradient_checkpointing=True).train()
+    with torch.no_grad():  # B == 0 at init would hide the masks from the loss
+        for model in (plain, ckpt):
+            for name, param in model.named_parameters():
+                if "lora_B" in name:
+                    param.copy_(torch.linspace(-0.5, 0.5, param.numel()).view_as(param))
+    losses = []
+    for model in (plain, ckpt):
+        torch.manual_seed(7)
+        loss = model(**batch.model_inputs()).loss
+        loss.backward()
+        losses.append(loss.detach())
+    assert torch.allclose(losses[0], losses[1], atol=1e-6)
+    torch.manual_seed(8)
+    with torch.no_grad():
+        assert not torch.allclose(plain(**batch.model_inputs()).loss, losses[0], atol=1e-4)
+    reference = dict(plain.named_parameters())
+    for name, param in ckpt.named_parameters():
+        if param.requires_grad:
+            assert torch.allclose(param.grad, reference[name].grad, atol=1e-5), name

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import os
 import warnings
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -139,17 +141,24 @@ class MultimodalLLM(nn.Module):
         base.config.use_cache = False  # caching is pointless while recomputing
 
     @contextlib.contextmanager
-    def frozen_linears_as(self, dtype: torch.dtype | None) -> Iterator[int]:
+    def frozen_linears_as(
+        self, dtype: torch.dtype | None, spill_dir: Path | None = None
+    ) -> Iterator[int]:
         """Inside the block, the frozen base LLM's ``nn.Linear`` weights are held in
         ``dtype``; afterwards the original tensors are put back, bit for bit.
 
         For autocast training: autocast casts a weight that does not require grad to
-        bf16 again at every use (and keeps the copy for backward), ~15 % of a CPU step.
-        Under autocast the results are identical, since autocast would feed the matmul
-        the same bf16 values. Embeddings, norms, the LM head (tied to the embeddings in
+        bf16 again at every use (and keeps the copy for backward), ~15 % of a CPU step
+        (~25 % with gradient checkpointing, which recasts in the recomputation). Under
+        autocast the results are identical, since autocast would feed the matmul the
+        same bf16 values. Embeddings, norms, the LM head (tied to the embeddings in
         SmolLM2 and Qwen2.5) and biases keep their dtype, so the residual stream does
         too. Outside autocast the block would fail on dtype mismatches: use it only
         around autocast work. ``dtype`` None: a no-op. Yields how many were converted.
+
+        ``spill_dir``: the originals wait in a file there instead of in memory (read back
+        and the file removed on exit), so the block costs no memory: the bf16 copies
+        replace the fp32 weights instead of sitting beside them.
         """
         if dtype is None:
             yield 0
@@ -158,21 +167,30 @@ class MultimodalLLM(nn.Module):
         head = self.llm.get_output_embeddings()
         if head is not None:
             keep.add(id(head.weight))
-        originals: list[tuple[nn.Linear, torch.Tensor]] = []
-        for module in self.llm.modules():
-            weight = getattr(module, "weight", None)
-            if (
-                isinstance(module, nn.Linear)
-                and not weight.requires_grad
-                and weight.dtype != dtype
-                and id(weight) not in keep
-            ):
-                originals.append((module, weight.data))
-                weight.data = weight.data.to(dtype)
+        modules = [
+            module
+            for module in self.llm.modules()
+            if isinstance(module, nn.Linear)
+            and not module.weight.requires_grad
+            and module.weight.dtype != dtype
+            and id(module.weight) not in keep
+        ]
+        originals = [module.weight.data for module in modules]
+        spill = None
+        if spill_dir is not None:
+            spill = Path(spill_dir) / f".frozen-linears-{os.getpid()}.pt"
+            spill.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(originals, spill)
+            originals = []
+        for module in modules:
+            module.weight.data = module.weight.data.to(dtype)
         try:
-            yield len(originals)
+            yield len(modules)
         finally:
-            for module, data in originals:
+            if spill is not None:
+                originals = torch.load(spill, weights_only=True)
+                spill.unlink()
+            for module, data in zip(modules, originals, strict=True):
                 module.weight.data = data
 
     # ------------------------------------------------------------------ forward

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from purrsight.config import Config
+from purrsight.memory import release_freed_memory
 
 PHASE1_SUMMARY_KEYS = ("i2t_r1", "a2t_r1", "i2a_r1", "chance_r1", "zero_shot_acc")
 
@@ -162,12 +163,14 @@ def run_demo(config: Config, config_path: str | None, regenerate: bool = False) 
 
     _stage("2/5 Phase 1: contrastive alignment")
     phase1, aligner_path = _phase1_stage(config, config_path)
+    release_freed_memory()  # each stage starts from what is live, not the last one's peak
     write_summary(summary_path, {"data": data_part, "phase1": phase1})
 
     _stage("3/5 Phase 2: projectors + LoRA on the LLM")
     phase2, checkpoint = _phase2_stage(config, config_path, aligner_path)
 
     write_summary(summary_path, {"phase2": phase2})
+    release_freed_memory()
 
     _stage("5/5 export the bundle and evaluate it")
     evaluate = _evaluate_stage(config, checkpoint)

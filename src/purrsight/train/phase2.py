@@ -44,6 +44,7 @@ import torch
 from purrsight.config import Config, dump_config, to_flat_dict
 from purrsight.data.bad_samples import SKIPPED_FILE, BadSamples
 from purrsight.data.manifest import Sample
+from purrsight.memory import release_freed_memory
 from purrsight.train.checkpointing import (
     EPOCH_FILENAME,
     LAST_NAME,
@@ -220,13 +221,14 @@ def _run(
 
     t0 = time.perf_counter()
     # Frozen linears held in the autocast dtype while fitting (autocast would recast them
-    # at every use); put back bit for bit before previews and the returned model. Not
-    # with gradient checkpointing: there the recasts are not kept for backward anyway,
-    # and the bf16 copies beside the fp32 originals would add their size to the peak.
-    frozen = None if config.gradient_checkpointing else AUTOCAST_DTYPES.get(config.precision)
-    with model.frozen_linears_as(frozen):
+    # at every use, twice with gradient checkpointing); the fp32 originals wait in a file
+    # in the output folder, so the peak does not hold both, and come back bit for bit
+    # before previews and the returned model.
+    frozen = AUTOCAST_DTYPES.get(config.precision)
+    with model.frozen_linears_as(frozen, spill_dir=out):
         _fit(trainer, module, train_loader, val_loader, plan.resume_path, emergency_cb)
     timings["train"] = time.perf_counter() - t0
+    release_freed_memory()  # the freed activations: previews and callers start lean
 
     previews: list[dict[str, str]] = []
     if config.preview_samples and trainer.is_global_zero:
