@@ -64,6 +64,13 @@ def test_same_seed_gives_identical_files_and_other_seed_differs(tmp_path):
     assert (a / "all.jsonl").read_bytes() != (c / "all.jsonl").read_bytes()
 
 
+def test_parallel_workers_write_the_same_files_as_one_process(demo70, tmp_path):
+    out, _ = demo70  # 70 samples: past the size where workers are used
+    serial = tmp_path / "serial"
+    generate_demo_dataset(serial, 70, seed=3, workers=1, **SMALL)
+    assert _tree_hashes(serial) == _tree_hashes(out)
+
+
 def test_every_record_follows_the_schema(demo70):
     out, _ = demo70
     records = _read_jsonl(out / "all.jsonl")

@@ -69,6 +69,7 @@ def test_summary_has_every_stage(demo_run) -> None:
     evaluate = summary["evaluate"]
     for key in ("macro_f1", "accuracy", "ece", "image_only_macro_f1", "audio_only_macro_f1"):
         assert 0.0 <= evaluate[key] <= 1.0, key
+    assert "generation_macro_f1" not in evaluate  # stage 4 generated; stage 5 scores labels
 
 
 def test_the_bundle_is_exported_and_evaluated(demo_run) -> None:

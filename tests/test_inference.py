@@ -398,6 +398,21 @@ def test_evaluate_writes_metrics_report_and_figures(trained, predictor, tmp_path
     assert "| label_scoring |" in (tmp_path / "report.md").read_text()
 
 
+def test_evaluate_with_no_generation_scores_labels_only(trained, predictor, tmp_path) -> None:
+    from purrsight.inference.evaluate import summary_for_demo
+
+    root, _, config = trained
+    metrics = evaluate_bundle(
+        predictor, Path(config.data_dir) / "train.jsonl", tmp_path, max_generate=0
+    )
+    assert metrics["label_scoring"]["n"] == 9
+    assert metrics["generation"] == {"n": 0} and metrics["report"] == {"n": 0}
+    assert "free generation on none" in (tmp_path / "report.md").read_text()
+    part = summary_for_demo(metrics)
+    assert "generation_macro_f1" not in part and "report_macro_f1" not in part
+    assert part["macro_f1"] == round(metrics["label_scoring"]["macro_f1"], 4)
+
+
 def test_cli_predict_prints_a_valid_report(bundle, media, capsys) -> None:
     code = main(
         ["predict", "--model", str(bundle), "--image", str(media["image"]), "--mode", "labels"]

@@ -100,10 +100,10 @@ def headline(metrics: dict[str, Any]) -> str:
 # ----------------------------------------------------------------------------- CLI wiring
 
 
-def _positive_int(text: str) -> int:
+def _count(text: str) -> int:
     value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
     return value
 
 
@@ -168,10 +168,11 @@ def add_inference_commands(commands: Any) -> None:
     evaluate.add_argument("--out", default="outputs/evaluate", help="folder for the results")
     evaluate.add_argument(
         "--max-generate",
-        type=_positive_int,
+        type=_count,
         default=None,
         metavar="N",
-        help="free generation on the first N samples per modality subset (default: all)",
+        help="free generation on the first N samples per modality subset (default: all; "
+        "0: label scoring only)",
     )
     evaluate.add_argument("--mlflow", action="store_true", help="log the run to outputs/mlruns")
     evaluate.set_defaults(func=cmd_evaluate)

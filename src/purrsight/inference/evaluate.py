@@ -210,6 +210,8 @@ def markdown_report(metrics: dict[str, Any]) -> str:
         + (
             "every sample"
             if metrics["max_generate"] is None
+            else "none"
+            if metrics["max_generate"] == 0
             else f"the first {metrics['max_generate']} samples of each subset"
         ),
         "",
@@ -270,12 +272,14 @@ def summary_for_demo(metrics: dict[str, Any]) -> dict[str, float]:
     every sample gets)."""
     m = metrics["label_scoring"]
     subsets = m["subsets"]
-    return {
+    part = {
         "macro_f1": round(m["macro_f1"], 4),
         "accuracy": round(m["accuracy"], 4),
         "ece": round(m["ece"], 4),
         "image_only_macro_f1": round(subsets["image_only"].get("macro_f1", 0.0), 4),
         "audio_only_macro_f1": round(subsets["audio_only"].get("macro_f1", 0.0), 4),
-        "generation_macro_f1": round(metrics["generation"].get("macro_f1", 0.0), 4),
-        "report_macro_f1": round(metrics["report"].get("macro_f1", 0.0), 4),
     }
+    for system in ("generation", "report"):  # only where they ran (max_generate > 0)
+        if metrics[system].get("n"):
+            part[f"{system}_macro_f1"] = round(metrics[system]["macro_f1"], 4)
+    return part
