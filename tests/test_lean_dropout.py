@@ -99,3 +99,15 @@ def test_an_in_place_change_or_other_p_draws_a_new_mask() -> None:
     first = a(x)
     x.add_(1.0)
     assert b(x) is not first  # the input changed since the draw
+
+
+def test_the_shared_result_is_dropped_when_its_input_dies() -> None:
+    """The cache must not outlive its input: holding the result keeps the autograd graph
+    behind it (a step's activations) alive into the next step."""
+    from purrsight.models import lean_dropout
+
+    x = torch.randn(16, 8, requires_grad=True)
+    y = LeanDropout(0.5).train()(x * 2.0)  # the input is a temporary
+    assert lean_dropout._LAST.out is None and lean_dropout._LAST.x_ref is None
+    y.sum().backward()
+    assert x.grad is not None

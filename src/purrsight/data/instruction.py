@@ -38,10 +38,10 @@ from purrsight.data.manifest import Sample
 from purrsight.models.projector import MODALITIES
 
 IGNORE_INDEX = -100
-SYSTEM_PROMPT = (
-    "You are Purr-Sight, an assistant that reads a cat's emotional state from what it "
-    "sees and hears. Answer with one JSON report and nothing else."
-)
+# Short on purpose: every training sample carries it (15 tokens of ~180 with SmolLM2's
+# tokenizer; the earlier 33-token wording was 17 % of a demo sample). The user's
+# instruction says what to report on; a bundle keeps the prompt it was trained with.
+SYSTEM_PROMPT = "You are Purr-Sight. Reply with one JSON report."
 # Written into the chat template where a modality's soft tokens go, then split out again;
 # never tokenised. Chosen so no tokenizer's special tokens and no sane text contain them.
 PLACEHOLDERS: dict[str, str] = {m: f"<|cat_{m}|>" for m in MODALITIES}
