@@ -223,6 +223,30 @@ def test_collate_pads_to_the_longest_on_the_right(tokenizer) -> None:
     assert batch.ids == ["long", "short"]
 
 
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_collate_rounds_the_length_up_to_a_multiple(tokenizer, side: str) -> None:
+    items = _items(tokenizer)
+    lengths = [len(item["input_ids"]) for item in items]
+    exact = collate(items, pad_token_id=tokenizer.pad_token_id, padding_side=side)
+    rounded = collate(
+        items, pad_token_id=tokenizer.pad_token_id, padding_side=side, pad_to_multiple_of=16
+    )
+    s = rounded.input_ids.shape[1]
+    assert s % 16 == 0 and max(lengths) <= s < max(lengths) + 16
+    assert rounded.attention_mask.sum(1).tolist() == lengths  # only padding was added
+    extra = s - exact.input_ids.shape[1]
+    keep = slice(0, exact.input_ids.shape[1]) if side == "right" else slice(extra, s)
+    assert torch.equal(rounded.input_ids[:, keep], exact.input_ids)
+    assert torch.equal(rounded.labels[:, keep], exact.labels)
+    shift = 0 if side == "right" else extra
+    for m, positions in exact.placeholder_positions.items():
+        assert torch.equal(
+            rounded.placeholder_positions[m], positions + shift * exact.present[m][:, None]
+        )
+    with pytest.raises(ValueError, match="pad_to_multiple_of"):
+        collate(items, pad_to_multiple_of=0)
+
+
 def test_collate_left_padding_shifts_slot_positions(tokenizer) -> None:
     items = _items(tokenizer)
     batch = collate(items, pad_token_id=tokenizer.pad_token_id, padding_side="left")

@@ -38,10 +38,10 @@ from purrsight.data.manifest import Sample
 from purrsight.models.projector import MODALITIES
 
 IGNORE_INDEX = -100
-# Short on purpose: every training sample carries it (15 tokens of ~180 with SmolLM2's
-# tokenizer; the earlier 33-token wording was 17 % of a demo sample). The user's
-# instruction says what to report on; a bundle keeps the prompt it was trained with.
-SYSTEM_PROMPT = "You are Purr-Sight. Reply with one JSON report."
+SYSTEM_PROMPT = (
+    "You are Purr-Sight, an assistant that reads a cat's emotional state from what it "
+    "sees and hears. Answer with one JSON report and nothing else."
+)
 # Written into the chat template where a modality's soft tokens go, then split out again;
 # never tokenised. Chosen so no tokenizer's special tokens and no sane text contain them.
 PLACEHOLDERS: dict[str, str] = {m: f"<|cat_{m}|>" for m in MODALITIES}
@@ -339,9 +339,13 @@ class Batch:
 
 
 def collate(
-    batch: Sequence[dict[str, Any]], pad_token_id: int = 0, padding_side: str = "right"
+    batch: Sequence[dict[str, Any]],
+    pad_token_id: int = 0,
+    padding_side: str = "right",
+    pad_to_multiple_of: int = 1,
 ) -> Batch:
-    """Pad items from :func:`make_item` to the longest in the batch (never further).
+    """Pad items from :func:`make_item` to the longest in the batch, rounded up to a
+    multiple of ``pad_to_multiple_of`` (1: exactly the longest).
 
     ``padding_side="right"`` for training; ``"left"`` for batched generation, so every
     prompt ends at the last column. Slot positions are shifted by the left padding. The
@@ -351,9 +355,12 @@ def collate(
         raise ValueError("collate: empty batch")
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+    if pad_to_multiple_of < 1:
+        raise ValueError(f"pad_to_multiple_of must be >= 1, got {pad_to_multiple_of}")
     b = len(batch)
     k = _common(batch, "num_tokens")
     s = max(len(item["input_ids"]) for item in batch)
+    s = -(-s // pad_to_multiple_of) * pad_to_multiple_of
     input_ids = torch.full((b, s), pad_token_id, dtype=torch.long)
     labels = torch.full((b, s), IGNORE_INDEX, dtype=torch.long)
     attention_mask = torch.zeros((b, s), dtype=torch.long)

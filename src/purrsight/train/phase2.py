@@ -53,6 +53,7 @@ from purrsight.train.checkpointing import (
     remove_stale_temps,
 )
 from purrsight.train.logs import training_log
+from purrsight.train.memory_callback import ReleaseFreedMemory
 from purrsight.train.phase2_setup import (
     RunPlan,
     aligned_splits,
@@ -324,10 +325,19 @@ def _datasets(config: Config, train, train_feats, val, val_feats, tokenizer):
         train=True,
         group_by_length=config.group_by_length,
         num_replicas=world_size()[0],
+        pad_to_multiple_of=config.pad_to_multiple_of,
     )
     val_set = dataset(val, val_feats) if val else None
     val_loader = (
-        build_loader(val_set, config.batch_size, pad, config.num_workers, config.seed, train=False)
+        build_loader(
+            val_set,
+            config.batch_size,
+            pad,
+            config.num_workers,
+            config.seed,
+            train=False,
+            pad_to_multiple_of=config.pad_to_multiple_of,
+        )
         if val_set
         else None
     )
@@ -429,7 +439,7 @@ def _make_trainer(
         accumulate_grad_batches=config.accumulate_grad_batches,
         gradient_clip_val=config.gradient_clip_val,
         logger=logger if logger is not None else False,
-        callbacks=[*callbacks, emergency_cb, checkpoint_cb],
+        callbacks=[*callbacks, emergency_cb, checkpoint_cb, ReleaseFreedMemory()],
         plugins=[AtomicCheckpointIO()],
         log_every_n_steps=config.log_every_n_steps,
         num_sanity_val_steps=0,

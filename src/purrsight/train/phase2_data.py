@@ -210,6 +210,7 @@ def build_loader(
     train: bool,
     group_by_length: bool = False,
     num_replicas: int = 1,
+    pad_to_multiple_of: int = 1,
 ) -> DataLoader:
     """The train loader (seeded epoch shuffle, resumable) or an ordered eval loader.
 
@@ -218,10 +219,13 @@ def build_loader(
     run against an uninterrupted one. ``group_by_length``: the train shuffle puts
     samples of similar length together (:class:`LengthGroupedSampler`), laid out for
     ``num_replicas`` DDP processes; Lightning's sampler wrapper then gives rank ``r``
-    every ``num_replicas``-th index, which is exactly its share of each group."""
+    every ``num_replicas``-th index, which is exactly its share of each group.
+    ``pad_to_multiple_of``: see :func:`collate`."""
     common: dict[str, Any] = {
         "batch_size": batch_size,
-        "collate_fn": partial(collate, pad_token_id=pad_token_id),
+        "collate_fn": partial(
+            collate, pad_token_id=pad_token_id, pad_to_multiple_of=pad_to_multiple_of
+        ),
         "num_workers": num_workers,
         "persistent_workers": num_workers > 0,
         "pin_memory": torch.cuda.is_available(),
