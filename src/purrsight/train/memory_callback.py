@@ -10,12 +10,15 @@ from purrsight.memory import release_freed_memory
 
 
 class ReleaseFreedMemory(Callback):
-    """``malloc_trim`` after each training batch and each validation pass (CPU runs).
+    """``malloc_trim`` before training, after each training batch and each validation pass.
 
     Batches of new lengths leave freed blocks scattered through glibc's heap; without a
     trim the process's resident size creeps up through an epoch (measured on the demo:
     2.8 GB at the first step, 3.4 GB by the last). A trim costs milliseconds.
     """
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        release_freed_memory()  # model building and the weight conversion's leftovers
 
     def on_train_batch_end(self, trainer, pl_module, outputs: Any, batch: Any, idx: int) -> None:
         release_freed_memory(collect=False)
