@@ -140,48 +140,24 @@ class Variant:
     compile_whole: bool = False  # the whole model (embedding, projectors, loss), not per layer
 
 
+def _dense(name: str, workload: str = "dense", **options: Any) -> Variant:
+    """Our path (bf16 base, autocast, lean loss) on unpadded dense batches."""
+    return Variant(name, workload, True, True, True, False, False, **options)
+
+
+GRAPHS = {"compile": True, "compile_mode": "reduce-overhead"}
+
 VARIANTS = (
     Variant("baseline", "mixed", False, False, False, True, False),
     Variant("baseline_bf16", "mixed", False, True, False, True, False),
     Variant("ours", "mixed", True, True, True, False, True),
-    Variant("ours_dense", "dense", True, True, True, False, False),
-    Variant("ours_dense_ckpt", "dense", True, True, True, False, False, True),
-    Variant("ours_dense_compiled", "dense", True, True, True, False, False, compile=True),
-    Variant(
-        "ours_dense_graphs",
-        "dense",
-        True,
-        True,
-        True,
-        False,
-        False,
-        compile=True,
-        compile_mode="reduce-overhead",
-    ),
-    Variant(
-        "ours_dense_graphs_whole",
-        "dense",
-        True,
-        True,
-        True,
-        False,
-        False,
-        compile=True,
-        compile_mode="reduce-overhead",
-        compile_whole=True,
-    ),
-    Variant("ours_dense32_compiled", "dense32", True, True, True, False, False, compile=True),
-    Variant(
-        "ours_dense32_graphs",
-        "dense32",
-        True,
-        True,
-        True,
-        False,
-        False,
-        compile=True,
-        compile_mode="reduce-overhead",
-    ),
+    _dense("ours_dense"),
+    _dense("ours_dense_ckpt", gradient_checkpointing=True),
+    _dense("ours_dense_compiled", compile=True),
+    _dense("ours_dense_graphs", **GRAPHS),
+    _dense("ours_dense_graphs_whole", **GRAPHS, compile_whole=True),
+    _dense("ours_dense32_compiled", "dense32", compile=True),
+    _dense("ours_dense32_graphs", "dense32", **GRAPHS),
 )
 
 

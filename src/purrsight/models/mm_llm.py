@@ -26,6 +26,7 @@ from torch import nn
 
 from purrsight.models.lean_dropout import use_lean_lora_dropout
 from purrsight.models.projector import MODALITIES, Projectors
+from purrsight.models.weights import load_weights
 
 DEFAULT_TARGET_MODULES = ("q_proj", "v_proj", "k_proj", "o_proj")
 
@@ -176,6 +177,7 @@ class MultimodalLLM(nn.Module):
             and id(module.weight) not in keep
         ]
         originals = [module.weight.data for module in modules]
+        devices = [data.device for data in originals]
         spill = None
         if spill_dir is not None:
             spill = Path(spill_dir) / f".frozen-linears-{os.getpid()}.pt"
@@ -188,7 +190,8 @@ class MultimodalLLM(nn.Module):
             yield len(modules)
         finally:
             if spill is not None:
-                originals = torch.load(spill, weights_only=True)
+                saved = load_weights(spill, "spilled frozen weights")
+                originals = [data.to(device) for data, device in zip(saved, devices, strict=True)]
                 spill.unlink()
             for module, data in zip(modules, originals, strict=True):
                 module.weight.data = data
