@@ -8,7 +8,9 @@ figures (later stages add their own parts to it).
 from __future__ import annotations
 
 import json
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -50,19 +52,29 @@ def write_summary(path: Path, part: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
-def _phase1_stage(config: Config, config_path: str | None) -> tuple[dict[str, Any], Path]:
+def _phase1_in_child(config: Config, config_path: str | None) -> tuple[dict[str, Any], str]:
+    """Phase 1 as :func:`_phase1_stage` needs it, in the child process."""
     from purrsight.train.phase1 import run_phase1
 
     result = run_phase1(config, config_path)
     phase1 = {k: round(result.metrics[k], 4) for k in PHASE1_SUMMARY_KEYS if k in result.metrics}
     phase1["seconds"] = round(result.seconds, 1)
     phase1["aligner"] = str(result.aligner_path)
-    print(f"aligner written to {result.aligner_path}")
+    return phase1, str(result.aligner_path)
+
+
+def _phase1_stage(config: Config, config_path: str | None) -> tuple[dict[str, Any], Path]:
+    """Phase 1 in a child process: the encoders and their libraries (~330 MB resident that
+    a trim cannot give back) leave with it instead of sitting under Phase 2's peak."""
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        phase1, aligner = pool.submit(_phase1_in_child, config, config_path).result()
+    print(f"aligner written to {aligner}")
     for key in ("i2t_r1", "a2t_r1"):
         if key in phase1:
             ratio = phase1[key] / phase1["chance_r1"]
             print(f"{key} = {phase1[key]:.3f}, {ratio:.1f}x chance ({phase1['chance_r1']:.3f})")
-    return phase1, result.aligner_path
+    return phase1, Path(aligner)
 
 
 def _mean(values: list[float]) -> float:
