@@ -36,6 +36,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -314,33 +315,23 @@ def _datasets(config: Config, train, train_feats, val, val_feats, tokenizer):
             )
         return ds
 
-    pad = int(tokenizer.pad_token_id)
+    loader = partial(
+        build_loader,
+        batch_size=config.batch_size,
+        pad_token_id=int(tokenizer.pad_token_id),
+        num_workers=config.num_workers,
+        seed=config.seed,
+        pad_to_multiple_of=config.pad_to_multiple_of,
+    )
     train_set = dataset(train, train_feats)
-    train_loader = build_loader(
+    train_loader = loader(
         train_set,
-        config.batch_size,
-        pad,
-        config.num_workers,
-        config.seed,
         train=True,
         group_by_length=config.group_by_length,
         num_replicas=world_size()[0],
-        pad_to_multiple_of=config.pad_to_multiple_of,
     )
     val_set = dataset(val, val_feats) if val else None
-    val_loader = (
-        build_loader(
-            val_set,
-            config.batch_size,
-            pad,
-            config.num_workers,
-            config.seed,
-            train=False,
-            pad_to_multiple_of=config.pad_to_multiple_of,
-        )
-        if val_set
-        else None
-    )
+    val_loader = loader(val_set, train=False) if val_set else None
     return train_set, train_loader, val_loader
 
 
