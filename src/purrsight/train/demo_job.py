@@ -176,15 +176,14 @@ def run_demo(config: Config, config_path: str | None, regenerate: bool = False) 
     data_part["seconds"] = round(time.perf_counter() - t0, 1)
 
     _stage("2/5 Phase 1: contrastive alignment")
-    phase1, aligner_path = _phase1_stage(config, config_path)
-    release_freed_memory()  # each stage starts from what is live, not the last one's peak
+    phase1, aligner_path = _phase1_stage(config, config_path)  # its memory left with its child
     write_summary(summary_path, {"data": data_part, "phase1": phase1})
 
     _stage("3/5 Phase 2: projectors + LoRA on the LLM")
     phase2, checkpoint = _phase2_stage(config, config_path, aligner_path)
 
     write_summary(summary_path, {"phase2": phase2})
-    release_freed_memory()
+    release_freed_memory()  # stage 4's generation heap: the evaluation starts from what is live
 
     _stage("5/5 export the bundle and evaluate it")
     evaluate = _evaluate_stage(config, checkpoint)

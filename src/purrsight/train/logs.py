@@ -18,7 +18,6 @@ from pathlib import Path
 from purrsight.console_log import (
     FORMAT,
     DropAdverts,
-    StderrHandler,
     console_handler,
     level_from_env,
 )
@@ -27,8 +26,7 @@ _TRACE_LOGGER = "purrsight.trace"
 
 
 def _writes_to_console(handler: logging.Handler) -> bool:
-    if isinstance(handler, StderrHandler):
-        return True
+    # A StderrHandler's ``stream`` is the current sys.stderr, so it passes this test too.
     return (
         isinstance(handler, logging.StreamHandler)
         and not isinstance(handler, logging.FileHandler)
