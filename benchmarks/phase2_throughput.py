@@ -11,9 +11,11 @@ of that process from start to end: weights, encoders, activations, allocator sla
   ``max_text_length`` (512), fp32, the full [b, s, v] logits and Hugging Face's loss.
 * ``ours`` — Purr-Sight's default: aligned features computed once (from the feature cache
   when it is there, so the encoders are never loaded: ``feature_cache: true``), batches
-  of similar length (``group_by_length``) padded to the longest, bf16 autocast
+  padded to the longest rounded up to ``pad_to_multiple_of`` (or length-grouped, or
+  packed, when the config's ``group_by_length`` / ``packing`` say so), bf16 autocast
   (``precision: bf16-mixed``) with the frozen linears held in bf16, loss at target
-  positions only in chunks, LoRA dropout with a bool mask. Gradient checkpointing is off
+  positions only in chunks, LoRA dropout from 16-bit draws shared by the adapters that
+  read one input. Gradient checkpointing is off
   in both variants (like for like; ``--checkpointing`` turns it on for ``ours``, as
   ``config/demo.yaml`` does to keep the demo's training under 3 GB).
 
@@ -258,6 +260,8 @@ def run_ours(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         seed=config.seed,
         train=True,
         group_by_length=config.group_by_length,
+        pad_to_multiple_of=config.pad_to_multiple_of,
+        packing=config.packing,
     )
     batches = list(loader)  # collate is part of the loader; pre-tokenised, so cheap
     autocast = config.precision == "bf16-mixed"
@@ -288,7 +292,7 @@ def train(args, model, plan, batch_of, step, config) -> dict[str, Any]:
         torch.nn.utils.clip_grad_norm_(model.trainable_parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return int(batch.input_ids.shape[0]), int(batch.attention_mask.sum())
+        return batch.num_samples, int(batch.attention_mask.sum())
 
     for i in range(args.warmup):
         one(plan[i % len(plan)])

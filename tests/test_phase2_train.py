@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -569,3 +570,46 @@ def test_a_fresh_run_archives_the_previous_runs_checkpoints(setup, llama) -> Non
     assert second.last_checkpoint == checkpoints / "last.ckpt"
     archived = list((checkpoints / "previous").glob("*/last.ckpt"))
     assert len(archived) == 1 and archived[0].read_bytes() == first_last
+
+
+class _RowsPerBatch(Callback):
+    """Records (rows, samples) of every training batch."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, int]] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, *args) -> None:
+        self.seen.append((int(batch.input_ids.shape[0]), batch.num_samples))
+
+
+def test_packing_trains_the_same_steps_in_fewer_rows(setup, llama, tmp_path) -> None:
+    """``packing=true`` on data mixing long and short responses: short samples share
+    rows, and every step's loss and LR equal those of the padded run (dropout off: its
+    masks are drawn per row layout)."""
+    overrides, _, _ = llama
+    data = tmp_path / "data"
+    data.mkdir()
+    for split in ("train", "val"):
+        rows = [json.loads(line) for line in (setup[0] / "data" / f"{split}.jsonl").open()]
+        for i, row in enumerate(rows):
+            row["response"] = "A calm cat, " * 30 if i % 3 == 0 else row["response"]
+        _write_split(data / f"{split}.jsonl", rows)
+        for folder in ("img", "aud"):  # copies: media may not lie outside the data folder
+            if not (data / folder).exists():
+                shutil.copytree(setup[0] / "data" / folder, data / folder)
+    common = [*overrides, f"data_dir={data}", "lora_dropout=0", "max_text_length=800"]
+    histories, layouts = [], []
+    for packing in ("false", "true"):
+        probe = _RowsPerBatch()
+        config = _config(setup, f"packing-{packing}", *common, f"packing={packing}")
+        histories.append(run_phase2(config, callbacks=[probe]).history)
+        layouts.append(probe.seen)
+    assert all(rows == samples for rows, samples in layouts[0])
+    assert all(rows <= samples for rows, samples in layouts[1]), layouts[1]
+    assert any(rows < samples for rows, samples in layouts[1]), layouts[1]
+    assert [s for _, s in layouts[0]] == [s for _, s in layouts[1]]
+    got, want = _losses_and_lrs(histories[1]), _losses_and_lrs(histories[0])
+    assert len(got) == len(want) == 6
+    for (step, loss, lr), (_, ref_loss, ref_lr) in zip(got, want, strict=True):
+        assert abs(loss - ref_loss) <= 1e-5, (step, loss, ref_loss)
+        assert lr == ref_lr

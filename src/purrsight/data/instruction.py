@@ -22,7 +22,8 @@ Qwen2.5/SmolLM2) are learned, so generation learns to stop. Whatever the templat
 after the end-of-turn token (a newline) is dropped: it is unlabelled and last.
 
 Shapes: b = batch, s = sequence length (longest in the batch), k = slots per modality,
-e = aligned feature size.
+e = aligned feature size; a :class:`Batch` has n samples in r rows (r = n unless packed,
+see :mod:`purrsight.data.packing`).
 """
 
 from __future__ import annotations
@@ -296,25 +297,38 @@ def make_item(
 
 @dataclass
 class Batch:
-    """A padded batch; see :func:`collate`."""
+    """A padded batch (:func:`collate`) or a packed one
+    (:func:`purrsight.data.packing.collate_packed`: several samples per row)."""
 
     input_ids: torch.Tensor
-    """[b, s] long."""
+    """[r, s] long (r = rows: one per sample unless packed)."""
     attention_mask: torch.Tensor
-    """[b, s] long, 0 on padding."""
+    """[r, s] long, 0 on padding."""
     labels: torch.Tensor
-    """[b, s] long, ``IGNORE_INDEX`` on prompt, slots and padding."""
+    """[r, s] long, ``IGNORE_INDEX`` on prompt, slots and padding."""
     placeholder_positions: dict[str, torch.Tensor]
-    """{modality: [b, k] long}: the slot positions (0 on rows where it is absent)."""
+    """{modality: [n, k] long}: sample i's slot positions within its row (0 where absent)."""
     features: dict[str, torch.Tensor]
-    """{modality: [b, e] float32}: zero rows where absent."""
+    """{modality: [n, e] float32}: zero rows where absent."""
     present: dict[str, torch.Tensor]
-    """{modality: [b] bool}."""
+    """{modality: [n] bool}."""
     ids: list[str] = field(default_factory=list)
+    position_ids: torch.Tensor | None = None
+    """[r, s] long, restarting at 0 at every packed sample; None: not packed."""
+    sample_rows: torch.Tensor | None = None
+    """[n] long: the row holding sample i; None: sample i is row i."""
+
+    @property
+    def num_samples(self) -> int:
+        """n: samples in the batch (rows, unless packed)."""
+        if self.sample_rows is not None:
+            return int(self.sample_rows.numel())
+        return int(self.input_ids.shape[0])
 
     def model_inputs(self) -> dict[str, Any]:
-        """Keyword arguments for ``MultimodalLLM.forward`` / ``generate``."""
-        return {
+        """Keyword arguments for ``MultimodalLLM.forward`` / ``generate`` (the packing
+        fields only when packed: generation takes padded batches)."""
+        inputs = {
             "input_ids": self.input_ids,
             "attention_mask": self.attention_mask,
             "labels": self.labels,
@@ -322,10 +336,17 @@ class Batch:
             "present": self.present,
             "placeholder_positions": self.placeholder_positions,
         }
+        if self.position_ids is not None:
+            inputs["position_ids"] = self.position_ids
+            inputs["sample_rows"] = self.sample_rows
+        return inputs
 
     def to(self, device: torch.device | str) -> Batch:
         def move(d: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             return {k: v.to(device) for k, v in d.items()}
+
+        def move_optional(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device)
 
         return Batch(
             input_ids=self.input_ids.to(device),
@@ -335,7 +356,39 @@ class Batch:
             features=move(self.features),
             present=move(self.present),
             ids=list(self.ids),
+            position_ids=move_optional(self.position_ids),
+            sample_rows=move_optional(self.sample_rows),
         )
+
+
+def padded_length(longest: int, multiple: int) -> int:
+    """``longest`` rounded up to a multiple of ``multiple`` (>= 1)."""
+    if multiple < 1:
+        raise ValueError(f"pad_to_multiple_of must be >= 1, got {multiple}")
+    return -(-longest // multiple) * multiple
+
+
+def batch_features(
+    batch: Sequence[dict[str, Any]], offsets: Sequence[int]
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The items' features, presence and slot positions, item i's shifted by
+    ``offsets[i]`` (where its tokens start in its row).
+
+    Returns:
+        ({modality: [n, e]} features, {modality: [n]} present, {modality: [n, k]}
+        positions), zero rows where a modality is absent.
+    """
+    n, k = len(batch), _common(batch, "num_tokens")
+    modalities = [m for m in MODALITIES if any(m in item["features"] for item in batch)]
+    features = {m: torch.zeros(n, _feature_dim(batch, m)) for m in modalities}
+    present = {m: torch.zeros(n, dtype=torch.bool) for m in modalities}
+    positions = {m: torch.zeros(n, k, dtype=torch.long) for m in modalities}
+    for i, (item, offset) in enumerate(zip(batch, offsets, strict=True)):
+        for m, start in item["placeholders"].items():
+            positions[m][i] = torch.arange(offset + start, offset + start + k)
+            features[m][i] = item["features"][m]
+            present[m][i] = True
+    return features, present, positions
 
 
 def collate(
@@ -355,30 +408,20 @@ def collate(
         raise ValueError("collate: empty batch")
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
-    if pad_to_multiple_of < 1:
-        raise ValueError(f"pad_to_multiple_of must be >= 1, got {pad_to_multiple_of}")
     b = len(batch)
-    k = _common(batch, "num_tokens")
-    s = max(len(item["input_ids"]) for item in batch)
-    s = -(-s // pad_to_multiple_of) * pad_to_multiple_of
+    s = padded_length(max(len(item["input_ids"]) for item in batch), pad_to_multiple_of)
     input_ids = torch.full((b, s), pad_token_id, dtype=torch.long)
     labels = torch.full((b, s), IGNORE_INDEX, dtype=torch.long)
     attention_mask = torch.zeros((b, s), dtype=torch.long)
-    modalities = [m for m in MODALITIES if any(m in item["features"] for item in batch)]
-    dims = {m: _feature_dim(batch, m) for m in modalities}
-    features = {m: torch.zeros(b, dims[m]) for m in modalities}
-    present = {m: torch.zeros(b, dtype=torch.bool) for m in modalities}
-    positions = {m: torch.zeros(b, k, dtype=torch.long) for m in modalities}
+    offsets = []
     for row, item in enumerate(batch):
         n = len(item["input_ids"])
         offset = s - n if padding_side == "left" else 0
         input_ids[row, offset : offset + n] = item["input_ids"]
         labels[row, offset : offset + n] = item["labels"]
         attention_mask[row, offset : offset + n] = 1
-        for m, start in item["placeholders"].items():
-            positions[m][row] = torch.arange(offset + start, offset + start + k)
-            features[m][row] = item["features"][m]
-            present[m][row] = True
+        offsets.append(offset)
+    features, present, positions = batch_features(batch, offsets)
     return Batch(
         input_ids=input_ids,
         attention_mask=attention_mask,

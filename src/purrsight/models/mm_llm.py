@@ -204,34 +204,38 @@ class MultimodalLLM(nn.Module):
         features: dict[str, torch.Tensor],
         present: dict[str, torch.Tensor],
         placeholder_positions: dict[str, torch.Tensor],
+        sample_rows: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Token embeddings with soft tokens spliced in.
 
         Args:
-            input_ids: [b, s].
-            features: {modality: [b, e]} aligned features (any value on absent rows).
-            present: {modality: [b] bool}.
-            placeholder_positions: {modality: [b, k] long} slot positions per row.
+            input_ids: [r, s] (r = n samples, or fewer rows when packed).
+            features: {modality: [n, e]} aligned features (any value on absent samples).
+            present: {modality: [n] bool}.
+            placeholder_positions: {modality: [n, k] long} slot positions within the
+                sample's row.
+            sample_rows: [n] long, the row of each sample (None: sample i is row i).
         Returns:
-            [b, s, d]: row ``i``'s positions ``placeholder_positions[m][i]`` hold
-            ``projectors[m](features[m][i])`` for every ``m`` present in row ``i``.
+            [r, s, d]: sample ``i``'s positions ``placeholder_positions[m][i]`` in its row
+            hold ``projectors[m](features[m][i])`` for every ``m`` present in sample ``i``.
         """
         embeds = self.llm.get_input_embeddings()(input_ids)
         for modality, feats in features.items():
             if modality not in self.projectors:
                 raise KeyError(f"no projector for modality {modality!r}; have {self.modalities}")
-            rows = present[modality].nonzero(as_tuple=True)[0]
-            if rows.numel() == 0:
+            samples = present[modality].nonzero(as_tuple=True)[0]  # [m]
+            if samples.numel() == 0:
                 continue
             proj = self.projectors[modality]
             weight = proj.net[0].weight
-            soft = proj(feats[rows].to(device=weight.device, dtype=weight.dtype))  # [r, k, d]
-            positions = placeholder_positions[modality][rows].to(embeds.device)  # [r, k]
+            soft = proj(feats[samples].to(device=weight.device, dtype=weight.dtype))  # [m, k, d]
+            positions = placeholder_positions[modality][samples].to(embeds.device)  # [m, k]
             if positions.shape != soft.shape[:2]:
                 raise ValueError(
                     f"{modality}: {positions.shape[1]} slots per row but the projector emits "
                     f"{soft.shape[1]} tokens"
                 )
+            rows = samples if sample_rows is None else sample_rows.to(samples.device)[samples]
             row_index = rows.to(embeds.device)[:, None].expand_as(positions)
             # Out of place: the embedding output is shared with nothing, but an in-place
             # write into a tensor autograd saved would break backward.
@@ -246,11 +250,18 @@ class MultimodalLLM(nn.Module):
         features: dict[str, torch.Tensor] | None = None,
         present: dict[str, torch.Tensor] | None = None,
         placeholder_positions: dict[str, torch.Tensor] | None = None,
+        position_ids: torch.Tensor | None = None,
+        sample_rows: torch.Tensor | None = None,
     ) -> Any:
         """Run the LLM on the spliced embeddings.
 
         Args:
             input_ids, attention_mask: [b, s].
+            position_ids, sample_rows: a packed batch's [b, s] positions (restarting at
+                every sample) and [n] rows (:mod:`purrsight.data.packing`); the decoder
+                then gets no ``attention_mask`` and builds its block-diagonal causal mask
+                from the restarts (a sample's padding tail is after it, so causality
+                already hides it).
             labels: [b, s], ``-100`` where nothing is learned; given → ``.loss`` is the
                 mean next-token cross-entropy over the labelled tokens, computed at those
                 positions only and in chunks (:mod:`purrsight.models.lm_loss`), and
@@ -260,11 +271,14 @@ class MultimodalLLM(nn.Module):
             without ``labels``: the LLM's output, ``.logits`` [b, s, v];
             with ``labels``: ``.loss`` (scalar fp32) and ``.logits`` ``None``.
         """
-        embeds = self.embed(input_ids, features or {}, present or {}, placeholder_positions or {})
+        embeds = self.embed(
+            input_ids, features or {}, present or {}, placeholder_positions or {}, sample_rows
+        )
+        packed = position_ids is not None
         inputs = {
             "inputs_embeds": embeds,
-            "attention_mask": attention_mask,
-            "position_ids": position_ids_from_mask(attention_mask),
+            "attention_mask": None if packed else attention_mask,
+            "position_ids": position_ids if packed else position_ids_from_mask(attention_mask),
             "use_cache": False,
         }
         base = self.base_llm()

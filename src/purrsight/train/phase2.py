@@ -322,6 +322,7 @@ def _datasets(config: Config, train, train_feats, val, val_feats, tokenizer):
         num_workers=config.num_workers,
         seed=config.seed,
         pad_to_multiple_of=config.pad_to_multiple_of,
+        packing=config.packing,
     )
     train_set = dataset(train, train_feats)
     train_loader = loader(

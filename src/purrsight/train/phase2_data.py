@@ -30,6 +30,7 @@ from purrsight.data.features import encode_samples
 from purrsight.data.instruction import collate, encode_sample
 from purrsight.data.length_groups import LengthGroupedSampler
 from purrsight.data.manifest import ManifestError, Sample
+from purrsight.data.packing import collate_packed
 from purrsight.models.aligner import Aligner
 
 log = logging.getLogger(__name__)
@@ -211,6 +212,7 @@ def build_loader(
     group_by_length: bool = False,
     num_replicas: int = 1,
     pad_to_multiple_of: int = 1,
+    packing: bool = False,
 ) -> DataLoader:
     """The train loader (seeded epoch shuffle, resumable) or an ordered eval loader.
 
@@ -220,11 +222,14 @@ def build_loader(
     samples of similar length together (:class:`LengthGroupedSampler`), laid out for
     ``num_replicas`` DDP processes; Lightning's sampler wrapper then gives rank ``r``
     every ``num_replicas``-th index, which is exactly its share of each group.
-    ``pad_to_multiple_of``: see :func:`collate`."""
+    ``pad_to_multiple_of``: see :func:`collate`. ``packing``: each batch's samples share
+    rows no longer than its longest sample (:func:`collate_packed`); the batches, and so
+    the loss, are the same."""
+    combine = collate_packed if packing else collate
     common: dict[str, Any] = {
         "batch_size": batch_size,
         "collate_fn": partial(
-            collate, pad_token_id=pad_token_id, pad_to_multiple_of=pad_to_multiple_of
+            combine, pad_token_id=pad_token_id, pad_to_multiple_of=pad_to_multiple_of
         ),
         "num_workers": num_workers,
         "persistent_workers": num_workers > 0,

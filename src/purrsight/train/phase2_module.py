@@ -127,7 +127,7 @@ class Phase2Module(L.LightningModule):
         # A batch without an image (or audio) row leaves that projector out of the graph;
         # DDP (find_unused_parameters=False) needs a gradient, zero, for every parameter.
         loss = loss + self._absent_projectors_term(batch)
-        size = int(batch.input_ids.shape[0])
+        size = batch.num_samples
         if any_rank_nonfinite(local_mean):
             # Backward still runs (DDP needs every process in it); the gradients are
             # dropped in on_before_optimizer_step.
@@ -203,7 +203,7 @@ class Phase2Module(L.LightningModule):
 
     def validation_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         loss = self.model(**batch.model_inputs()).loss
-        size = int(batch.input_ids.shape[0])
+        size = batch.num_samples
         self.log("val_loss", loss, on_epoch=True, sync_dist=True, prog_bar=True, batch_size=size)
         return loss
 
