@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import os
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -26,6 +25,7 @@ from torch import nn
 
 from purrsight.models.lean_dropout import use_lean_lora_dropout
 from purrsight.models.projector import MODALITIES, Projectors
+from purrsight.models.weight_spill import spill_path
 from purrsight.models.weights import load_weights
 
 DEFAULT_TARGET_MODULES = ("q_proj", "v_proj", "k_proj", "o_proj")
@@ -180,7 +180,7 @@ class MultimodalLLM(nn.Module):
         devices = [data.device for data in originals]
         spill = None
         if spill_dir is not None:
-            spill = Path(spill_dir) / f".frozen-linears-{os.getpid()}.pt"
+            spill = spill_path(spill_dir)
             spill.parent.mkdir(parents=True, exist_ok=True)
             torch.save(originals, spill)
             originals = []

@@ -46,6 +46,7 @@ from purrsight.config import Config, dump_config, to_flat_dict
 from purrsight.data.bad_samples import SKIPPED_FILE, BadSamples
 from purrsight.data.manifest import Sample
 from purrsight.memory import release_freed_memory
+from purrsight.models.weight_spill import remove_stale_spills
 from purrsight.train.checkpointing import (
     EPOCH_FILENAME,
     LAST_NAME,
@@ -227,6 +228,7 @@ def _run(
     # in the output folder, so the peak does not hold both, and come back bit for bit
     # before previews and the returned model.
     frozen = AUTOCAST_DTYPES.get(config.precision)
+    remove_stale_spills(out)  # a killed run's fp32 weights (hundreds of MB)
     with model.frozen_linears_as(frozen, spill_dir=out):
         _fit(trainer, module, train_loader, val_loader, plan.resume_path, emergency_cb)
     timings["train"] = time.perf_counter() - t0
