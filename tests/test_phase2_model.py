@@ -21,7 +21,7 @@ from purrsight.data.instruction import (
     make_item,
 )
 from purrsight.models.llm import load_llm
-from purrsight.models.mm_llm import MultimodalLLM, build_multimodal_llm
+from purrsight.models.mm_llm import MultimodalLLM, build_multimodal_llm, is_right_padded
 from purrsight.models.projector import ModalityProjector, Projectors
 from qwen_fixture import byte_tokenizer, qwen_tokenizer, tiny_llama, tiny_qwen
 
@@ -166,6 +166,33 @@ def test_loss_counts_only_labelled_tokens(qwen_pair) -> None:
         shifted_logits, shifted_labels, ignore_index=IGNORE_INDEX
     )
     assert torch.allclose(out.loss, expected, atol=1e-5)
+
+
+def test_right_padding_runs_maskless_with_the_masked_result(pair) -> None:
+    """A right-padded batch goes to the decoder without a mask (causality hides the
+    padding); a left-padded one keeps its mask. Same loss and gradients either way."""
+    tok, _ = pair
+    assert is_right_padded(torch.tensor([[1, 1, 0], [1, 1, 1]]))
+    assert not is_right_padded(torch.tensor([[0, 1, 1], [1, 1, 1]]))
+    assert not is_right_padded(torch.tensor([[1, 0, 1]]))
+    results = []
+    for side in ("right", "left"):
+        model = _model(pair).train()
+        with torch.no_grad():  # non-zero B: every adapter gets a gradient
+            for name, param in model.named_parameters():
+                if "lora_B" in name:
+                    param.normal_(0, 0.1)
+        seen, handle = _capture_inputs_embeds(model)
+        loss = model(**_batch(tok, padding_side=side).model_inputs()).loss
+        handle.remove()
+        assert (seen["attention_mask"] is None) == (side == "right")
+        loss.backward()
+        grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+        results.append((loss.detach(), grads))
+    (right_loss, right_grads), (left_loss, left_grads) = results
+    assert torch.allclose(right_loss, left_loss, atol=1e-5)
+    for name, grad in right_grads.items():
+        assert torch.allclose(grad, left_grads[name], atol=1e-5), name
 
 
 # ----------------------------------------------------------------------------- training

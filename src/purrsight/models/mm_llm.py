@@ -39,6 +39,13 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
+def is_right_padded(attention_mask: torch.Tensor) -> bool:
+    """Whether every row of a [b, s] 0/1 mask is its real tokens first, then padding."""
+    lengths = attention_mask.sum(-1, keepdim=True)  # [b, 1]
+    columns = torch.arange(attention_mask.shape[-1], device=attention_mask.device)
+    return bool(torch.equal(attention_mask.bool(), columns < lengths))
+
+
 def _is_trainable_name(name: str) -> bool:
     """Projector weights and LoRA matrices: exactly what a checkpoint holds."""
     return name.startswith("projectors.") or ".lora_" in name
@@ -261,7 +268,8 @@ class MultimodalLLM(nn.Module):
                 every sample) and [n] rows (:mod:`purrsight.data.packing`); the decoder
                 then gets no ``attention_mask`` and builds its block-diagonal causal mask
                 from the restarts (a sample's padding tail is after it, so causality
-                already hides it).
+                already hides it). A right-padded batch with ``labels`` runs without a mask
+                too, for the same reason (SDPA's causal kernel, no mask built).
             labels: [b, s], ``-100`` where nothing is learned; given → ``.loss`` is the
                 mean next-token cross-entropy over the labelled tokens, computed at those
                 positions only and in chunks (:mod:`purrsight.models.lm_loss`), and
@@ -274,11 +282,19 @@ class MultimodalLLM(nn.Module):
         embeds = self.embed(
             input_ids, features or {}, present or {}, placeholder_positions or {}, sample_rows
         )
-        packed = position_ids is not None
+        if position_ids is not None:  # packed
+            mask, positions = None, position_ids
+        elif labels is not None and is_right_padded(attention_mask):
+            # Causality alone keeps every real token off the padding after it: no mask,
+            # so SDPA runs its causal kernel (skips the upper triangle, builds no mask).
+            # The loss never reads the padding's outputs; returned logits would.
+            mask, positions = None, None
+        else:
+            mask, positions = attention_mask, position_ids_from_mask(attention_mask)
         inputs = {
             "inputs_embeds": embeds,
-            "attention_mask": None if packed else attention_mask,
-            "position_ids": position_ids if packed else position_ids_from_mask(attention_mask),
+            "attention_mask": mask,
+            "position_ids": positions,
             "use_cache": False,
         }
         base = self.base_llm()
