@@ -446,3 +446,35 @@ def test_tree_scoring_equals_flat_scoring(predictor, media) -> None:
         model, tokenizer, items, [NO_EVIDENCE_PREFIX] * 2, [a + b for a in firsts for b in seconds]
     )
     torch.testing.assert_close(tree.flatten(1), flat, atol=1e-4, rtol=0)
+
+
+def test_option_scores_are_the_plain_forward_log_likelihoods(predictor, media) -> None:
+    """Each option's score equals the summed log-probabilities of its tokens from one
+    uncached forward pass over prompt + prefix + option."""
+    from purrsight.data.instruction import collate
+    from purrsight.inference.scoring import _ids, score_options, split_candidates
+
+    prepared = [predictor.prepare(image=media["image"]), predictor.prepare(audio=media["audio"])]
+    items = predictor._items(prepared)
+    model, tokenizer = predictor.bundle.model, predictor.bundle.tokenizer
+    prefixes = ['{"emotion":"', '{"arousal":"low","emotion":"']
+    options = [f'{label}","' for label in predictor.labels[:3]]
+    scores = score_options(model, tokenizer, items, prefixes, options)
+    assert scores.shape == (2, 3)
+    model.eval()
+    for i, (item, prefix) in enumerate(zip(items, prefixes, strict=True)):
+        shared, rest = split_candidates(tokenizer, prefix, options)
+        for j, continuation in enumerate(rest):
+            assert shared + continuation == _ids(tokenizer, prefix + options[j])
+            option_len = len(continuation)
+            answer = torch.tensor(shared + continuation)
+            full = {**item, "input_ids": torch.cat([item["input_ids"], answer])}
+            full["labels"] = torch.full_like(full["input_ids"], -100)
+            batch = collate([full], tokenizer.pad_token_id)
+            with torch.no_grad():
+                logits = model(**{**batch.model_inputs(), "labels": None}).logits[0]
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            ids = batch.input_ids[0]
+            n = len(ids)
+            expected = sum(float(logp[t - 1, ids[t]]) for t in range(n - option_len, n))
+            assert scores[i, j].item() == pytest.approx(expected, abs=1e-4), (i, j)

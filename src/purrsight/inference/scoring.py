@@ -50,94 +50,18 @@ def split_candidates(
     return full[0][:shared], rest
 
 
-@torch.no_grad()
-def score_options(
-    model: MultimodalLLM,
-    tokenizer: Any,
-    items: Sequence[dict[str, Any]],
-    prefixes: Sequence[str],
-    options: Sequence[str],
-) -> torch.Tensor:
-    """[b, n] log-likelihood of each option after each sample's prompt + answer prefix.
-
-    Args:
-        items: :func:`~purrsight.data.instruction.make_item` generation prompts.
-        prefixes: per sample, the assistant's text before the options (may be empty).
-        options: the candidate continuations, the same for every sample.
-    """
-    if len(items) != len(prefixes):
-        raise ValueError(f"{len(items)} prompts but {len(prefixes)} prefixes")
-    n = len(options)
-    extended, continuations = [], []
-    for item, prefix in zip(items, prefixes, strict=True):
-        shared, rest = split_candidates(tokenizer, prefix, options)
-        extra = torch.tensor(shared, dtype=torch.long)
-        extended.append(
-            {
-                **item,
-                "input_ids": torch.cat([item["input_ids"], extra]),
-                "labels": torch.cat([item["labels"], torch.full_like(extra, -100)]),
-            }
-        )
-        continuations.extend(rest)
-    pad = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
-    device = next(model.parameters()).device
-    batch = collate(extended, pad, padding_side="left").to(device)
-    was_training = model.training
-    model.eval()
-    try:
-        embeds = model.embed(
-            batch.input_ids, batch.features, batch.present, batch.placeholder_positions
-        )
-        mask = batch.attention_mask
-        positions = position_ids_from_mask(mask)
-        out = model.llm(
-            inputs_embeds=embeds,
-            attention_mask=mask,
-            position_ids=positions,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # [b, v]
-        cache_kwargs = model._cache_kwargs(out)
-        next(iter(cache_kwargs.values())).batch_repeat_interleave(n)  # [b*n, …] rows
-        width = max(len(c) for c in continuations)
-        cand = torch.full((len(continuations), width), pad, dtype=torch.long)
-        cand_mask = torch.zeros_like(cand)
-        for row, ids in enumerate(continuations):
-            cand[row, : len(ids)] = torch.tensor(ids)
-            cand_mask[row, : len(ids)] = 1
-        cand, cand_mask = cand.to(device), cand_mask.to(device)
-        # Right padding inside the continuation block is harmless: padded columns come
-        # after every real one, so causal attention never lets a real token see them.
-        full_mask = torch.cat([mask.repeat_interleave(n, dim=0), cand_mask], dim=1)
-        cand_pos = (
-            positions[:, -1:].repeat_interleave(n, dim=0) + 1 + torch.arange(width, device=device)
-        )
-        out2 = model.llm(
-            input_ids=cand,
-            attention_mask=full_mask,
-            position_ids=cand_pos,
-            use_cache=True,
-            **cache_kwargs,
-        )
-        logp = torch.log_softmax(out2.logits.float(), dim=-1)  # [b*n, c, v]
-    finally:
-        model.train(was_training)
-    first_rows = first.repeat_interleave(n, dim=0)  # [b*n, v]
-    scores = first_rows.gather(1, cand[:, :1]).squeeze(1)  # the first token of each option
-    if width > 1:
-        later = logp[:, :-1].gather(2, cand[:, 1:, None]).squeeze(2)  # [b*n, c-1]
-        scores = scores + (later * cand_mask[:, 1:]).sum(dim=1)
-    return scores.view(len(items), n).cpu()
+def _with_prefix_ids(item: dict[str, Any], ids: Sequence[int]) -> dict[str, Any]:
+    """A generation prompt item with ``ids`` (unlabelled) appended."""
+    extra = torch.tensor(list(ids), dtype=torch.long)
+    return {
+        **item,
+        "input_ids": torch.cat([item["input_ids"], extra]),
+        "labels": torch.cat([item["labels"], torch.full_like(extra, -100)]),
+    }
 
 
-def _common_length(seqs: Sequence[Sequence[int]]) -> int:
-    """Length of the longest common prefix of ``seqs``."""
-    n = 0
-    while all(len(s) > n for s in seqs) and len({s[n] for s in seqs}) == 1:
-        n += 1
-    return n
+def _pad_id(tokenizer: Any) -> int:
+    return int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
 
 
 def _pad(rows: Sequence[Sequence[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -159,6 +83,97 @@ def _token_logprobs(first: torch.Tensor, logp: torch.Tensor, ids: torch.Tensor, 
         later = logp[:, :-1].gather(2, ids[:, 1:, None]).squeeze(2)
         scores = scores + (later * mask[:, 1:]).sum(dim=1)
     return scores
+
+
+class _Tree:
+    """A left-padded batch of prompts run once with a KV cache, then blocks of
+    continuations run on top of it, each block's rows repeating the rows before it."""
+
+    def __init__(self, model: MultimodalLLM, items: Sequence[dict[str, Any]], pad: int) -> None:
+        self.model, self.pad = model, pad
+        self.device = next(model.parameters()).device
+        batch = collate(items, pad, padding_side="left").to(self.device)
+        embeds = model.embed(
+            batch.input_ids, batch.features, batch.present, batch.placeholder_positions
+        )
+        self.mask = batch.attention_mask  # [rows, columns so far]
+        positions = position_ids_from_mask(self.mask)
+        out = model.llm(
+            inputs_embeds=embeds,
+            attention_mask=self.mask,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        self.last = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
+        """[rows, v]: each row's next-token distribution."""
+        self.next_position = positions[:, -1] + 1  # [rows]
+        self.cache_kwargs = model._cache_kwargs(out)
+
+    def extend(self, blocks: Sequence[Sequence[int]], repeat: int) -> torch.Tensor:
+        """Repeat every row ``repeat`` times and run ``blocks`` (one per new row, right-
+        padded) on top; the rows then end at each block's last real token.
+
+        Returns:
+            [rows * repeat] each block's summed token log-probability.
+        """
+        next(iter(self.cache_kwargs.values())).batch_repeat_interleave(repeat)
+        ids, block_mask = _pad(blocks, self.pad, self.device)
+        start = self.next_position.repeat_interleave(repeat)[:, None]
+        # Padding columns of earlier blocks sit before this one: masked, never attended.
+        self.mask = torch.cat([self.mask.repeat_interleave(repeat, dim=0), block_mask], dim=1)
+        out = self.model.llm(
+            input_ids=ids,
+            attention_mask=self.mask,
+            position_ids=start + torch.arange(ids.shape[1], device=self.device),
+            use_cache=True,
+            **self.cache_kwargs,
+        )
+        logp = torch.log_softmax(out.logits.float(), dim=-1)  # [rows, c, v]
+        scores = _token_logprobs(self.last.repeat_interleave(repeat, dim=0), logp, ids, block_mask)
+        lengths = block_mask.sum(dim=1)  # [rows]
+        self.last = logp[torch.arange(len(lengths), device=self.device), lengths - 1]
+        self.next_position = start[:, 0] + lengths
+        return scores
+
+
+@torch.no_grad()
+def score_options(
+    model: MultimodalLLM,
+    tokenizer: Any,
+    items: Sequence[dict[str, Any]],
+    prefixes: Sequence[str],
+    options: Sequence[str],
+) -> torch.Tensor:
+    """[b, n] log-likelihood of each option after each sample's prompt + answer prefix.
+
+    Args:
+        items: :func:`~purrsight.data.instruction.make_item` generation prompts.
+        prefixes: per sample, the assistant's text before the options (may be empty).
+        options: the candidate continuations, the same for every sample.
+    """
+    if len(items) != len(prefixes):
+        raise ValueError(f"{len(items)} prompts but {len(prefixes)} prefixes")
+    extended, continuations = [], []
+    for item, prefix in zip(items, prefixes, strict=True):
+        shared, rest = split_candidates(tokenizer, prefix, options)
+        extended.append(_with_prefix_ids(item, shared))
+        continuations.extend(rest)
+    was_training = model.training
+    model.eval()
+    try:
+        scores = _Tree(model, extended, _pad_id(tokenizer)).extend(continuations, len(options))
+    finally:
+        model.train(was_training)
+    return scores.view(len(items), len(options)).cpu()
+
+
+def _common_length(seqs: Sequence[Sequence[int]]) -> int:
+    """Length of the longest common prefix of ``seqs``."""
+    n = 0
+    while all(len(s) > n for s in seqs) and len({s[n] for s in seqs}) == 1:
+        n += 1
+    return n
 
 
 @torch.no_grad()
@@ -189,73 +204,14 @@ def score_option_pairs(
             len(items), n1, n2
         )
     b = len(items)
-    pad = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
-    device = next(model.parameters()).device
-    extra = torch.tensor(full[0][0][:shared], dtype=torch.long)
-    extended = [
-        {
-            **item,
-            "input_ids": torch.cat([item["input_ids"], extra]),
-            "labels": torch.cat([item["labels"], torch.full_like(extra, -100)]),
-        }
-        for item in items
-    ]
-    batch = collate(extended, pad, padding_side="left").to(device)
+    extended = [_with_prefix_ids(item, full[0][0][:shared]) for item in items]
     was_training = model.training
     model.eval()
     try:
-        embeds = model.embed(
-            batch.input_ids, batch.features, batch.present, batch.placeholder_positions
-        )
-        mask = batch.attention_mask
-        positions = position_ids_from_mask(mask)
-        out = model.llm(
-            inputs_embeds=embeds,
-            attention_mask=mask,
-            position_ids=positions,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # [b, v]
-        cache_kwargs = model._cache_kwargs(out)
-        cache = next(iter(cache_kwargs.values()))
-        # Level 1: [b * n1] rows, each sample's prompt cache repeated.
-        cache.batch_repeat_interleave(n1)
-        ids1, mask1 = _pad(level1 * b, pad, device)
-        lens1 = mask1.sum(dim=1)  # [b*n1]
-        mask_p1 = mask.repeat_interleave(n1, dim=0)
-        last_pos = positions[:, -1:].repeat_interleave(n1, dim=0)  # [b*n1, 1]
-        pos1 = last_pos + 1 + torch.arange(ids1.shape[1], device=device)
-        full_mask1 = torch.cat([mask_p1, mask1], dim=1)
-        out1 = model.llm(
-            input_ids=ids1,
-            attention_mask=full_mask1,
-            position_ids=pos1,
-            use_cache=True,
-            **cache_kwargs,
-        )
-        logp1 = torch.log_softmax(out1.logits.float(), dim=-1)  # [b*n1, c1, v]
-        score1 = _token_logprobs(first.repeat_interleave(n1, dim=0), logp1, ids1, mask1)
-        # Each row's distribution after its last real level-1 token starts level 2.
-        after1 = logp1[torch.arange(len(lens1), device=device), lens1 - 1]  # [b*n1, v]
-        # Level 2: [b * n1 * n2] rows on top of each level-1 row.
-        cache.batch_repeat_interleave(n2)
-        ids2, mask2 = _pad(level2 * b, pad, device)
-        pos2 = (last_pos + 1 + lens1[:, None]).repeat_interleave(n2, dim=0) + torch.arange(
-            ids2.shape[1], device=device
-        )
-        # Level-1 padding columns sit between the two blocks: masked out, never attended.
-        full_mask2 = torch.cat([full_mask1.repeat_interleave(n2, dim=0), mask2], dim=1)
-        out2 = model.llm(
-            input_ids=ids2,
-            attention_mask=full_mask2,
-            position_ids=pos2,
-            use_cache=True,
-            **cache_kwargs,
-        )
-        logp2 = torch.log_softmax(out2.logits.float(), dim=-1)
-        score2 = _token_logprobs(after1.repeat_interleave(n2, dim=0), logp2, ids2, mask2)
+        tree = _Tree(model, extended, _pad_id(tokenizer))
+        score1 = tree.extend(level1 * b, n1)  # [b*n1]
+        score2 = tree.extend(level2 * b, n2)  # [b*n1*n2]
     finally:
         model.train(was_training)
-    joint = score1.repeat_interleave(n2) + score2  # [b*n1*n2]
+    joint = score1.repeat_interleave(n2) + score2
     return joint.view(b, n1, n2).cpu()
