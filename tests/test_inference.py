@@ -459,7 +459,14 @@ def test_option_scores_are_the_plain_forward_log_likelihoods(predictor, media) -
     model, tokenizer = predictor.bundle.model, predictor.bundle.tokenizer
     prefixes = ['{"emotion":"', '{"arousal":"low","emotion":"']
     options = [f'{label}","' for label in predictor.labels[:3]]
+    config = model.base_llm().config
+    loaded = config._attn_implementation
     scores = score_options(model, tokenizer, items, prefixes, options)
+    try:
+        config._attn_implementation = "eager"  # adds the tree mask instead of passing it
+        assert torch.allclose(score_options(model, tokenizer, items, prefixes, options), scores)
+    finally:
+        config._attn_implementation = loaded
     assert scores.shape == (2, 3)
     model.eval()
     for i, (item, prefix) in enumerate(zip(items, prefixes, strict=True)):
@@ -478,3 +485,25 @@ def test_option_scores_are_the_plain_forward_log_likelihoods(predictor, media) -
             n = len(ids)
             expected = sum(float(logp[t - 1, ids[t]]) for t in range(n - option_len, n))
             assert scores[i, j].item() == pytest.approx(expected, abs=1e-4), (i, j)
+
+
+def test_tree_layout_sees_prompt_ancestors_and_own_branch_only() -> None:
+    from purrsight.inference.scoring import Block, _layout
+
+    # Prompt of 2; block 0 = [7, 8] after the prompt; block 1 = [9] after block 0;
+    # block 2 = [5] after the prompt (a sibling of block 0).
+    lay = _layout(2, [Block([7, 8]), Block([9], parent=0), Block([5])])
+    assert lay.ids == [7, 8, 9, 5]
+    assert lay.positions == [0, 1, 2, 3, 4, 2]  # block 2 starts where block 0 did
+    assert lay.predictor == [1, 2, 3, 1] and lay.block_of == [0, 0, 1, 2]
+    expected = [
+        [1, 0, 0, 0, 0, 0],
+        [1, 1, 0, 0, 0, 0],
+        [1, 1, 1, 0, 0, 0],
+        [1, 1, 1, 1, 0, 0],
+        [1, 1, 1, 1, 1, 0],
+        [1, 1, 0, 0, 0, 1],
+    ]
+    assert lay.sees.int().tolist() == expected
+    with pytest.raises(ValueError, match="block 1: empty, or its parent 1 is not earlier"):
+        _layout(2, [Block([1]), Block([2], parent=1)])

@@ -33,8 +33,8 @@ Media limits (bytes, pixels, seconds) come from the bundle and are enforced by
 
 Modes:
 
-* ``"labels"``: one pass over the prompt and a batched pass over every label's tokens
-  (:mod:`purrsight.inference.scoring`): no generation, ~3 s for SmolLM2-135M on a busy
+* ``"labels"``: one forward pass over the prompt and every label's tokens under a tree
+  attention mask (:mod:`purrsight.inference.scoring`): no generation, ~3 s for SmolLM2-135M on a busy
   2-core CPU (a full report: ~30 s). The report's
   emotion, confidence, alternatives and arousal come from the scores; its evidence is
   empty (nothing was generated) and summary/advice are templated from the label.
@@ -102,7 +102,7 @@ _EMOTION_FIELD = re.compile(r'"emotion"\s*:\s*"')
 # What follows the label in a report: closing the option with it makes each option end
 # where the model would end it (so "fear" cannot win by being a prefix of "fearful").
 _AFTER_LABEL = '","'
-SCORE_BATCH = 4  # prompts scored together (the option logits are [4 * 21, c, vocab])
+SCORE_BATCH = 4  # prompts scored together (rows of prompt + 21 arousal x label options)
 GENERATE_BATCH = 8
 MAX_ALTERNATIVES = 3
 

@@ -1,29 +1,34 @@
 """Label scoring: the likelihood the model gives each candidate answer, without generating.
 
-For each sample the prompt (with its soft tokens) and an answer prefix run through the
-LLM once, keeping the KV cache; the cache is repeated for the sample's ``n`` candidate
-continuations (``"playful\\",\\"confidence\\":"``, …), which then run as one batch. A
-candidate's score is the sum of its tokens' log-probabilities: the exact log-likelihood
-of that continuation under the model. Softmax over the candidates gives the label
-distribution that a report's confidence comes from.
+Each sample's prompt (with its soft tokens and an answer prefix) and all its candidate
+continuations (``"playful\",\"confidence\":"``, …) run through the LLM in one forward
+pass, as one row: the prompt once, then every candidate, under a tree-shaped attention
+mask in which each candidate sees the prompt, the candidates it continues, and itself
+(tree attention, as speculative decoding verifies drafts). A candidate's score is the
+sum of its tokens' log-probabilities: the exact log-likelihood of that continuation
+under the model, the same as a separate forward pass per candidate would give
+(``tests/test_inference.py``). Softmax over the candidates gives the label distribution
+that a report's confidence comes from. No KV cache is copied per candidate, which made
+the earlier cache-based design 1.7x slower (``benchmarks/RESULTS.md``).
 
 Candidates are tokenized together with the prefix (as training tokenized whole answers),
 and the tokens all candidates share are moved into the prefix, so a BPE merge across the
 prefix/candidate boundary cannot make one label look cheaper than another.
 
-Shapes: b = samples, n = candidates per sample, s = prompt length, c = longest
-continuation, v = vocabulary size.
+Shapes: b = samples, n = candidates per sample, v = vocabulary size.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from purrsight.data.instruction import collate
-from purrsight.models.mm_llm import MultimodalLLM, position_ids_from_mask
+from purrsight.models.mm_llm import MultimodalLLM
 
 
 def _ids(tokenizer: Any, text: str) -> list[int]:
@@ -64,77 +69,142 @@ def _pad_id(tokenizer: Any) -> int:
     return int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
 
 
-def _pad(rows: Sequence[Sequence[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded [r, c] ids and their 0/1 mask."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(list(r), dtype=torch.long)
-        mask[i, : len(r)] = 1
-    return ids.to(device), mask.to(device)
+@dataclass(frozen=True)
+class Block:
+    """Continuation tokens scored after the prompt and the blocks above them."""
+
+    ids: list[int]
+    parent: int = -1
+    """Index of the block this one continues (an earlier one); -1: the prompt."""
 
 
-def _token_logprobs(first: torch.Tensor, logp: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor):
-    """Sum of log-probs of each row's real tokens: the first from ``first`` [r, v] (the
-    position before the block), the rest from ``logp`` [r, c, v] of the block itself."""
-    scores = first.gather(1, ids[:, :1]).squeeze(1)
-    if ids.shape[1] > 1:
-        later = logp[:, :-1].gather(2, ids[:, 1:, None]).squeeze(2)
-        scores = scores + (later * mask[:, 1:]).sum(dim=1)
-    return scores
+@dataclass
+class _Layout:
+    """One row of a tree batch: the prompt, then every block's tokens, flat."""
+
+    ids: list[int]
+    positions: list[int]
+    """Each token's position: blocks continue from their parent's end, not the row's."""
+    sees: torch.Tensor
+    """[n, n] bool: which tokens each token attends to (causal within its own branch)."""
+    predictor: list[int]
+    """Per block token, the token whose output predicts it."""
+    block_of: list[int]
+    """Per block token, its block's index."""
 
 
-class _Tree:
-    """A left-padded batch of prompts run once with a KV cache, then blocks of
-    continuations run on top of it, each block's rows repeating the rows before it."""
-
-    def __init__(self, model: MultimodalLLM, items: Sequence[dict[str, Any]], pad: int) -> None:
-        self.model, self.pad = model, pad
-        self.device = next(model.parameters()).device
-        batch = collate(items, pad, padding_side="left").to(self.device)
-        embeds = model.embed(
-            batch.input_ids, batch.features, batch.present, batch.placeholder_positions
+def _layout(prompt_len: int, blocks: Sequence[Block]) -> _Layout:
+    """Tree attention for one prompt and its blocks (tree attention as in speculative
+    decoding): each block token sees the prompt, its ancestor blocks and its own block
+    up to itself, so every block is scored as if it alone followed its ancestors."""
+    starts, ends, depth = [], [], []  # flat [start, end) and the position a block starts at
+    at = prompt_len
+    for b, block in enumerate(blocks):
+        if not block.ids or not -1 <= block.parent < b:
+            raise ValueError(f"block {b}: empty, or its parent {block.parent} is not earlier")
+        parent_end = (
+            prompt_len if block.parent < 0 else depth[block.parent] + len(blocks[block.parent].ids)
         )
-        self.mask = batch.attention_mask  # [rows, columns so far]
-        positions = position_ids_from_mask(self.mask)
+        starts.append(at)
+        ends.append(at + len(block.ids))
+        depth.append(parent_end)
+        at += len(block.ids)
+    n = at
+    sees = torch.zeros(n, n, dtype=torch.bool)
+    sees[:prompt_len, :prompt_len] = torch.ones(prompt_len, prompt_len, dtype=torch.bool).tril()
+    ids, positions = [], list(range(prompt_len))
+    predictor, block_of = [], []
+    for b, block in enumerate(blocks):
+        lo, hi = starts[b], ends[b]
+        rows = slice(lo, hi)
+        sees[rows, :prompt_len] = True
+        sees[rows, rows] = torch.ones(hi - lo, hi - lo, dtype=torch.bool).tril()
+        parent = block.parent
+        while parent >= 0:
+            sees[rows, starts[parent] : ends[parent]] = True
+            parent = blocks[parent].parent
+        ids += block.ids
+        positions += range(depth[b], depth[b] + len(block.ids))
+        first_predictor = prompt_len - 1 if block.parent < 0 else ends[block.parent] - 1
+        predictor += [first_predictor, *range(lo, hi - 1)]
+        block_of += [b] * len(block.ids)
+    return _Layout(ids, positions, sees, predictor, block_of)
+
+
+@contextlib.contextmanager
+def _attention_that_takes_masks(model: MultimodalLLM):
+    """Tree masks need an attention that takes a 4D mask: SDPA or eager (a model loaded
+    with another, e.g. flash-attention, is switched to SDPA for the call)."""
+    config = model.base_llm().config
+    before = config._attn_implementation
+    if before not in ("sdpa", "eager"):
+        config._attn_implementation = "sdpa"
+    try:
+        yield
+    finally:
+        config._attn_implementation = before
+
+
+def score_blocks(
+    model: MultimodalLLM,
+    tokenizer: Any,
+    items: Sequence[dict[str, Any]],
+    blocks: Sequence[Sequence[Block]],
+) -> list[torch.Tensor]:
+    """Per item, [len(blocks[i])] each block's summed token log-probability after the
+    item's prompt and the block's ancestors, all in one forward pass: every row holds
+    its prompt once and every block after it, under a tree-shaped attention mask (no KV
+    cache copied per option). Logits are computed only where a block token is predicted.
+
+    Args:
+        items: :func:`~purrsight.data.instruction.make_item` prompts.
+        blocks: per item, its blocks (parents before children).
+    """
+    if len(items) != len(blocks):
+        raise ValueError(f"{len(items)} prompts but {len(blocks)} block lists")
+    layouts = [_layout(len(item["input_ids"]), bl) for item, bl in zip(items, blocks, strict=True)]
+    rows = [_with_prefix_ids(item, lay.ids) for item, lay in zip(items, layouts, strict=True)]
+    device = next(model.parameters()).device
+    batch = collate(rows, _pad_id(tokenizer), padding_side="left").to(device)
+    width = batch.input_ids.shape[1]
+    sees = torch.zeros(len(rows), width, width, dtype=torch.bool)
+    positions = torch.zeros(len(rows), width, dtype=torch.long)
+    offsets = [width - len(row["input_ids"]) for row in rows]
+    for r, (lay, off) in enumerate(zip(layouts, offsets, strict=True)):
+        sees[r, off:, off:] = lay.sees
+        sees[r, :off, :off] = torch.eye(off, dtype=torch.bool)  # padding sees itself only
+        positions[r, off:] = torch.tensor(lay.positions)
+    embeds = model.embed(
+        batch.input_ids, batch.features, batch.present, batch.placeholder_positions
+    )
+    # Additive float mask (eager attention adds it; SDPA takes it as is); the dtype's
+    # minimum, not -inf, so no row's softmax can turn into NaN.
+    mask = torch.zeros(sees.shape, dtype=embeds.dtype).masked_fill_(
+        ~sees, torch.finfo(embeds.dtype).min
+    )
+    keep = sorted(
+        {p + off for lay, off in zip(layouts, offsets, strict=True) for p in lay.predictor}
+    )
+    with _attention_that_takes_masks(model):
         out = model.llm(
             inputs_embeds=embeds,
-            attention_mask=self.mask,
-            position_ids=positions,
-            use_cache=True,
-            logits_to_keep=1,
+            attention_mask=mask[:, None].to(device),
+            position_ids=positions.to(device),
+            use_cache=False,
+            logits_to_keep=torch.tensor(keep, device=device),
         )
-        self.last = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
-        """[rows, v]: each row's next-token distribution."""
-        self.next_position = positions[:, -1] + 1  # [rows]
-        self.cache_kwargs = model._cache_kwargs(out)
-
-    def extend(self, blocks: Sequence[Sequence[int]], repeat: int) -> torch.Tensor:
-        """Repeat every row ``repeat`` times and run ``blocks`` (one per new row, right-
-        padded) on top; the rows then end at each block's last real token.
-
-        Returns:
-            [rows * repeat] each block's summed token log-probability.
-        """
-        next(iter(self.cache_kwargs.values())).batch_repeat_interleave(repeat)
-        ids, block_mask = _pad(blocks, self.pad, self.device)
-        start = self.next_position.repeat_interleave(repeat)[:, None]
-        # Padding columns of earlier blocks sit before this one: masked, never attended.
-        self.mask = torch.cat([self.mask.repeat_interleave(repeat, dim=0), block_mask], dim=1)
-        out = self.model.llm(
-            input_ids=ids,
-            attention_mask=self.mask,
-            position_ids=start + torch.arange(ids.shape[1], device=self.device),
-            use_cache=True,
-            **self.cache_kwargs,
+    logp = torch.log_softmax(out.logits.float(), dim=-1)  # [b, len(keep), v]
+    column = {c: i for i, c in enumerate(keep)}
+    scores = []
+    for r, (lay, off) in enumerate(zip(layouts, offsets, strict=True)):
+        cols = torch.tensor([column[p + off] for p in lay.predictor], device=device)
+        targets = torch.tensor(lay.ids, device=device)
+        token_logp = logp[r, cols, targets]  # [block tokens]
+        per_block = torch.zeros(len(blocks[r]), device=device, dtype=token_logp.dtype)
+        scores.append(
+            per_block.index_add_(0, torch.tensor(lay.block_of, device=device), token_logp).cpu()
         )
-        logp = torch.log_softmax(out.logits.float(), dim=-1)  # [rows, c, v]
-        scores = _token_logprobs(self.last.repeat_interleave(repeat, dim=0), logp, ids, block_mask)
-        lengths = block_mask.sum(dim=1)  # [rows]
-        self.last = logp[torch.arange(len(lengths), device=self.device), lengths - 1]
-        self.next_position = start[:, 0] + lengths
-        return scores
+    return scores
 
 
 @torch.no_grad()
@@ -154,18 +224,18 @@ def score_options(
     """
     if len(items) != len(prefixes):
         raise ValueError(f"{len(items)} prompts but {len(prefixes)} prefixes")
-    extended, continuations = [], []
+    extended, blocks = [], []
     for item, prefix in zip(items, prefixes, strict=True):
         shared, rest = split_candidates(tokenizer, prefix, options)
         extended.append(_with_prefix_ids(item, shared))
-        continuations.extend(rest)
+        blocks.append([Block(ids) for ids in rest])
     was_training = model.training
     model.eval()
     try:
-        scores = _Tree(model, extended, _pad_id(tokenizer)).extend(continuations, len(options))
+        scores = score_blocks(model, tokenizer, extended, blocks)
     finally:
         model.train(was_training)
-    return scores.view(len(items), len(options)).cpu()
+    return torch.stack(scores)
 
 
 def _common_length(seqs: Sequence[Sequence[int]]) -> int:
@@ -203,15 +273,14 @@ def score_option_pairs(
         return score_options(model, tokenizer, items, [prefix] * len(items), flat).view(
             len(items), n1, n2
         )
-    b = len(items)
     extended = [_with_prefix_ids(item, full[0][0][:shared]) for item in items]
+    tree = [Block(ids) for ids in level1]
+    tree += [Block(ids, parent=k // n2) for k, ids in enumerate(level2)]
     was_training = model.training
     model.eval()
     try:
-        tree = _Tree(model, extended, _pad_id(tokenizer))
-        score1 = tree.extend(level1 * b, n1)  # [b*n1]
-        score2 = tree.extend(level2 * b, n2)  # [b*n1*n2]
+        scores = score_blocks(model, tokenizer, extended, [tree] * len(items))
     finally:
         model.train(was_training)
-    joint = score1.repeat_interleave(n2) + score2
-    return joint.view(b, n1, n2).cpu()
+    joint = [s[:n1].repeat_interleave(n2) + s[n1:] for s in scores]  # [n1*n2] each
+    return torch.stack(joint).view(len(items), n1, n2)
