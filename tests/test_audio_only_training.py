@@ -155,6 +155,7 @@ def test_audio_only_import_trains_on_the_embedded_default(tmp_path, capsys) -> N
             "batch_size=4",
             "max_steps=2",
             "max_new_tokens=24",
+            "preview_samples=1",  # config/demo.yaml has none: the demo generates in stage 4
         ],
     )
     printed = capsys.readouterr().out
