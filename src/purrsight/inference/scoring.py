@@ -97,17 +97,18 @@ def _layout(prompt_len: int, blocks: Sequence[Block]) -> _Layout:
     """Tree attention for one prompt and its blocks (tree attention as in speculative
     decoding): each block token sees the prompt, its ancestor blocks and its own block
     up to itself, so every block is scored as if it alone followed its ancestors."""
-    starts, ends, depth = [], [], []  # flat [start, end) and the position a block starts at
+    starts, ends, first_position = [], [], []  # flat [start, end); position of the first token
     at = prompt_len
     for b, block in enumerate(blocks):
         if not block.ids or not -1 <= block.parent < b:
             raise ValueError(f"block {b}: empty, or its parent {block.parent} is not earlier")
-        parent_end = (
-            prompt_len if block.parent < 0 else depth[block.parent] + len(blocks[block.parent].ids)
+        parent = block.parent
+        after_parent = (
+            prompt_len if parent < 0 else first_position[parent] + len(blocks[parent].ids)
         )
         starts.append(at)
         ends.append(at + len(block.ids))
-        depth.append(parent_end)
+        first_position.append(after_parent)
         at += len(block.ids)
     n = at
     sees = torch.zeros(n, n, dtype=torch.bool)
@@ -124,7 +125,7 @@ def _layout(prompt_len: int, blocks: Sequence[Block]) -> _Layout:
             sees[rows, starts[parent] : ends[parent]] = True
             parent = blocks[parent].parent
         ids += block.ids
-        positions += range(depth[b], depth[b] + len(block.ids))
+        positions += range(first_position[b], first_position[b] + len(block.ids))
         first_predictor = prompt_len - 1 if block.parent < 0 else ends[block.parent] - 1
         predictor += [first_predictor, *range(lo, hi - 1)]
         block_of += [b] * len(block.ids)
@@ -145,6 +146,25 @@ def _attention_that_takes_masks(model: MultimodalLLM):
         config._attn_implementation = before
 
 
+def _tree_mask(
+    layouts: Sequence[_Layout], offsets: Sequence[int], dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """([b, 1, w, w] additive mask, [b, w] positions) for rows left-padded by ``offsets``.
+
+    Additive float (eager attention adds it; SDPA takes it as is), the dtype's minimum
+    rather than -inf so that no row's softmax can turn into NaN; padding sees itself."""
+    width = offsets[0] + len(layouts[0].positions)  # every row: padding, prompt, blocks
+    sees = torch.zeros(len(layouts), width, width, dtype=torch.bool)
+    positions = torch.zeros(len(layouts), width, dtype=torch.long)
+    for r, (lay, off) in enumerate(zip(layouts, offsets, strict=True)):
+        sees[r, off:, off:] = lay.sees
+        sees[r, :off, :off] = torch.eye(off, dtype=torch.bool)
+        positions[r, off:] = torch.tensor(lay.positions)
+    mask = torch.zeros(sees.shape, dtype=dtype).masked_fill_(~sees, torch.finfo(dtype).min)
+    return mask[:, None], positions
+
+
+@torch.no_grad()
 def score_blocks(
     model: MultimodalLLM,
     tokenizer: Any,
@@ -166,29 +186,18 @@ def score_blocks(
     rows = [_with_prefix_ids(item, lay.ids) for item, lay in zip(items, layouts, strict=True)]
     device = next(model.parameters()).device
     batch = collate(rows, _pad_id(tokenizer), padding_side="left").to(device)
-    width = batch.input_ids.shape[1]
-    sees = torch.zeros(len(rows), width, width, dtype=torch.bool)
-    positions = torch.zeros(len(rows), width, dtype=torch.long)
-    offsets = [width - len(row["input_ids"]) for row in rows]
-    for r, (lay, off) in enumerate(zip(layouts, offsets, strict=True)):
-        sees[r, off:, off:] = lay.sees
-        sees[r, :off, :off] = torch.eye(off, dtype=torch.bool)  # padding sees itself only
-        positions[r, off:] = torch.tensor(lay.positions)
     embeds = model.embed(
         batch.input_ids, batch.features, batch.present, batch.placeholder_positions
     )
-    # Additive float mask (eager attention adds it; SDPA takes it as is); the dtype's
-    # minimum, not -inf, so no row's softmax can turn into NaN.
-    mask = torch.zeros(sees.shape, dtype=embeds.dtype).masked_fill_(
-        ~sees, torch.finfo(embeds.dtype).min
-    )
+    offsets = [batch.input_ids.shape[1] - len(row["input_ids"]) for row in rows]
+    mask, positions = _tree_mask(layouts, offsets, embeds.dtype)
     keep = sorted(
         {p + off for lay, off in zip(layouts, offsets, strict=True) for p in lay.predictor}
     )
     with _attention_that_takes_masks(model):
         out = model.llm(
             inputs_embeds=embeds,
-            attention_mask=mask[:, None].to(device),
+            attention_mask=mask.to(device),
             position_ids=positions.to(device),
             use_cache=False,
             logits_to_keep=torch.tensor(keep, device=device),

@@ -91,6 +91,7 @@ def _phase2_stage(
 
     config = config.model_copy(update={"phase1_checkpoint_path": str(aligner_path)})
     result = run_phase2(config, config_path)
+    release_freed_memory()  # the trainer, its optimizer and loaders died with run_phase2
     losses = [entry["loss"] for entry in result.history]
     window = max(1, min(10, len(losses) // 4))  # single batches are noisy: average a few
     print(f"Phase 2 checkpoints: {result.last_checkpoint}")
