@@ -421,6 +421,20 @@ def collate(
         labels[row, offset : offset + n] = item["labels"]
         attention_mask[row, offset : offset + n] = 1
         offsets.append(offset)
+    return assemble_batch(batch, offsets, input_ids, attention_mask, labels)
+
+
+def assemble_batch(
+    batch: Sequence[dict[str, Any]],
+    offsets: Sequence[int],
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    labels: torch.Tensor,
+    position_ids: torch.Tensor | None = None,
+    sample_rows: torch.Tensor | None = None,
+) -> Batch:
+    """A :class:`Batch` from laid-out token tensors ([r, s]) and the items' features, item
+    i's slots shifted by ``offsets[i]`` (see :func:`batch_features`)."""
     features, present, positions = batch_features(batch, offsets)
     return Batch(
         input_ids=input_ids,
@@ -430,6 +444,8 @@ def collate(
         features=features,
         present=present,
         ids=[item.get("id", "") for item in batch],
+        position_ids=position_ids,
+        sample_rows=sample_rows,
     )
 
 

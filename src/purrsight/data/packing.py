@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from purrsight.data.instruction import IGNORE_INDEX, Batch, batch_features, padded_length
+from purrsight.data.instruction import IGNORE_INDEX, Batch, assemble_batch, padded_length
 
 
 def first_fit_rows(lengths: Sequence[int], capacity: int) -> list[list[int]]:
@@ -99,15 +99,6 @@ def collate_packed(
             at += n
         # The tail restarts too, so it is a block of its own and never a sample's context.
         position_ids[row, at:] = torch.arange(s - at)
-    features, present, positions = batch_features(batch, offsets)
-    return Batch(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        labels=labels,
-        placeholder_positions=positions,
-        features=features,
-        present=present,
-        ids=[item.get("id", "") for item in batch],
-        position_ids=position_ids,
-        sample_rows=sample_rows,
+    return assemble_batch(
+        batch, offsets, input_ids, attention_mask, labels, position_ids, sample_rows
     )
