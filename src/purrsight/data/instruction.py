@@ -132,9 +132,9 @@ def _tokenize(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
 
 
-def _slot_id(tokenizer: Any) -> int:
-    """The id stored in soft-token slots. Its embedding row is replaced, so any valid id
-    works; pad keeps decoded prompts readable."""
+def pad_id(tokenizer: Any) -> int:
+    """The id for positions nothing reads (masked padding, soft-token slots): pad, else
+    the end token; any valid id works, pad keeps decoded prompts readable."""
     pad = tokenizer.pad_token_id
     return int(pad if pad is not None else end_of_turn_id(tokenizer))
 
@@ -156,7 +156,7 @@ def _encode_prompt_text(tokenizer: Any, text: str, num_tokens: int) -> _Prompt:
             ids.extend(_tokenize(tokenizer, piece))
         else:
             starts[modality] = len(ids)
-            ids.extend([_slot_id(tokenizer)] * num_tokens)
+            ids.extend([pad_id(tokenizer)] * num_tokens)  # rows replaced by soft tokens
     return _Prompt(ids=ids, placeholders=starts, text=text)
 
 

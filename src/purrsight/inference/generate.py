@@ -21,6 +21,7 @@ from purrsight.data.instruction import (
     encode_prompt,
     make_item,
     order_modalities,
+    pad_id,
 )
 from purrsight.inference.report_parse import ParseResult, parse_report
 from purrsight.models.mm_llm import MultimodalLLM
@@ -54,12 +55,6 @@ def _instructions(instruction: str | Sequence[str], n: int) -> list[str]:
     if len(instructions) != n:
         raise ValueError(f"{len(instructions)} instructions for {n} samples")
     return instructions
-
-
-def _pad_id(tokenizer: Any) -> int:
-    """Any id works on masked positions; pad, else the end token."""
-    pad = tokenizer.pad_token_id
-    return int(pad if pad is not None else tokenizer.eos_token_id)
 
 
 def _stop_ids(model: MultimodalLLM, tokenizer: Any) -> set[int]:
@@ -134,7 +129,7 @@ def generate_texts(
     start = time.perf_counter()
     for first in range(0, len(order), batch_size):
         chosen = order[first : first + batch_size]
-        batch = collate([items[i] for i in chosen], _pad_id(tokenizer), padding_side="left")
+        batch = collate([items[i] for i in chosen], pad_id(tokenizer), padding_side="left")
         inputs = batch.to(device).model_inputs()
         ids = model.generate_ids(max_new_tokens=max_new_tokens, stop_ids=stop, **inputs)
         for i, (text, count, truncated) in zip(

@@ -34,10 +34,10 @@ Media limits (bytes, pixels, seconds) come from the bundle and are enforced by
 Modes:
 
 * ``"labels"``: one forward pass over the prompt and every label's tokens under a tree
-  attention mask (:mod:`purrsight.inference.scoring`): no generation, ~3 s for SmolLM2-135M on a busy
-  2-core CPU (a full report: ~30 s). The report's
-  emotion, confidence, alternatives and arousal come from the scores; its evidence is
-  empty (nothing was generated) and summary/advice are templated from the label.
+  attention mask (:mod:`purrsight.inference.scoring`): no generation, ~3 s for
+  SmolLM2-135M on a busy 2-core CPU (a full report: ~30 s). The report's emotion,
+  confidence, alternatives and arousal come from the scores; its evidence is empty
+  (nothing was generated) and summary/advice are templated from the label.
 * ``"report"``: greedy KV-cached generation of the whole report, parsed and validated
   (repairs recorded). The label scores are then taken at the point where the generated
   text writes its emotion, conditioned on the evidence it wrote, so the confidence is the

@@ -27,8 +27,9 @@ from typing import Any
 
 import torch
 
-from purrsight.data.instruction import collate
+from purrsight.data.instruction import IGNORE_INDEX, collate, pad_id
 from purrsight.models.mm_llm import MultimodalLLM
+from purrsight.models.modes import eval_mode
 
 
 def _ids(tokenizer: Any, text: str) -> list[int]:
@@ -61,12 +62,8 @@ def _with_prefix_ids(item: dict[str, Any], ids: Sequence[int]) -> dict[str, Any]
     return {
         **item,
         "input_ids": torch.cat([item["input_ids"], extra]),
-        "labels": torch.cat([item["labels"], torch.full_like(extra, -100)]),
+        "labels": torch.cat([item["labels"], torch.full_like(extra, IGNORE_INDEX)]),
     }
-
-
-def _pad_id(tokenizer: Any) -> int:
-    return int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
 
 
 @dataclass(frozen=True)
@@ -185,16 +182,16 @@ def score_blocks(
     layouts = [_layout(len(item["input_ids"]), bl) for item, bl in zip(items, blocks, strict=True)]
     rows = [_with_prefix_ids(item, lay.ids) for item, lay in zip(items, layouts, strict=True)]
     device = next(model.parameters()).device
-    batch = collate(rows, _pad_id(tokenizer), padding_side="left").to(device)
-    embeds = model.embed(
-        batch.input_ids, batch.features, batch.present, batch.placeholder_positions
-    )
+    batch = collate(rows, pad_id(tokenizer), padding_side="left").to(device)
     offsets = [batch.input_ids.shape[1] - len(row["input_ids"]) for row in rows]
-    mask, positions = _tree_mask(layouts, offsets, embeds.dtype)
     keep = sorted(
         {p + off for lay, off in zip(layouts, offsets, strict=True) for p in lay.predictor}
     )
-    with _attention_that_takes_masks(model):
+    with _attention_that_takes_masks(model), eval_mode(model):
+        embeds = model.embed(
+            batch.input_ids, batch.features, batch.present, batch.placeholder_positions
+        )
+        mask, positions = _tree_mask(layouts, offsets, embeds.dtype)
         out = model.llm(
             inputs_embeds=embeds,
             attention_mask=mask.to(device),
@@ -238,13 +235,7 @@ def score_options(
         shared, rest = split_candidates(tokenizer, prefix, options)
         extended.append(_with_prefix_ids(item, shared))
         blocks.append([Block(ids) for ids in rest])
-    was_training = model.training
-    model.eval()
-    try:
-        scores = score_blocks(model, tokenizer, extended, blocks)
-    finally:
-        model.train(was_training)
-    return torch.stack(scores)
+    return torch.stack(score_blocks(model, tokenizer, extended, blocks))
 
 
 def _common_length(seqs: Sequence[Sequence[int]]) -> int:
@@ -285,11 +276,6 @@ def score_option_pairs(
     extended = [_with_prefix_ids(item, full[0][0][:shared]) for item in items]
     tree = [Block(ids) for ids in level1]
     tree += [Block(ids, parent=k // n2) for k, ids in enumerate(level2)]
-    was_training = model.training
-    model.eval()
-    try:
-        scores = score_blocks(model, tokenizer, extended, [tree] * len(items))
-    finally:
-        model.train(was_training)
+    scores = score_blocks(model, tokenizer, extended, [tree] * len(items))
     joint = [s[:n1].repeat_interleave(n2) + s[n1:] for s in scores]  # [n1*n2] each
     return torch.stack(joint).view(len(items), n1, n2)

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from purrsight.models.lean_dropout import use_lean_lora_dropout
+from purrsight.models.modes import eval_mode
 from purrsight.models.projector import MODALITIES, Projectors
 from purrsight.models.weight_spill import spill_path
 from purrsight.models.weights import load_weights
@@ -353,9 +354,7 @@ class MultimodalLLM(nn.Module):
         if not stop:
             raise ValueError("no stop token: give the model a tokenizer or pass stop_ids")
         stop_tensor = torch.tensor(sorted(stop), device=input_ids.device)
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             embeds = self.embed(
                 input_ids, features or {}, present or {}, placeholder_positions or {}
             )
@@ -388,8 +387,6 @@ class MultimodalLLM(nn.Module):
                     **self._cache_kwargs(out),
                 )
                 next_position = next_position + 1
-        finally:
-            self.train(was_training)
         if not generated:
             return input_ids.new_zeros(input_ids.shape[0], 0)
         return torch.stack(generated, dim=1)

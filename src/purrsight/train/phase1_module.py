@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 from purrsight.config import Phase1Config
 from purrsight.data.features import FeatureTable
 from purrsight.models.aligner import Aligner, contrastive_loss
+from purrsight.models.modes import eval_mode
 from purrsight.models.retrieval import alignment_metrics
 from purrsight.train.distributed import gather_rows
 from purrsight.train.schedule import warmup_then_decay
@@ -107,15 +108,12 @@ class AlignmentModule(L.LightningModule):
     @torch.no_grad()
     def evaluate(self, eval_set: EvalSet) -> dict[str, float]:
         """Retrieval and zero-shot metrics of the current heads on ``eval_set``."""
-        was_training = self.aligner.training
-        self.aligner.eval()
-        embeds = self.aligner(eval_set.table.features)
-        label_embeds = self.aligner.heads["text"](eval_set.label_features)
-        metrics = alignment_metrics(
+        with eval_mode(self.aligner):
+            embeds = self.aligner(eval_set.table.features)
+            label_embeds = self.aligner.heads["text"](eval_set.label_features)
+        return alignment_metrics(
             embeds, eval_set.table.present, eval_set.texts, eval_set.labels, label_embeds
         )
-        self.aligner.train(was_training)
-        return metrics
 
     def configure_optimizers(self):
         # No weight decay on the temperature or on norms/biases: decaying log(1/T)

@@ -32,6 +32,7 @@ from purrsight.data.length_groups import LengthGroupedSampler
 from purrsight.data.manifest import ManifestError, Sample
 from purrsight.data.packing import collate_packed
 from purrsight.models.aligner import Aligner
+from purrsight.models.modes import eval_mode
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +86,8 @@ def used_modalities(splits: Sequence[Sequence[Sample]]) -> list[str]:
 @torch.no_grad()
 def align(features: dict[str, torch.Tensor], aligner: Aligner) -> dict[str, torch.Tensor]:
     """Encoder features {modality: [n, d_m]} → aligned unit vectors {modality: [n, e]}."""
-    was_training = aligner.training
-    aligner.eval()  # the heads have dropout: frozen means eval mode
-    try:
+    with eval_mode(aligner):  # the heads have dropout: frozen means eval mode
         return {m: aligner.heads[m](x).float() for m, x in features.items()}
-    finally:
-        aligner.train(was_training)
 
 
 def encode_aligned(

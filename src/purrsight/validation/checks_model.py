@@ -10,7 +10,8 @@ from pathlib import Path
 
 import torch
 
-from purrsight.validation.context import CheckFailed, ValidationContext, eval_mode
+from purrsight.models.modes import eval_mode
+from purrsight.validation.context import CheckFailed, ValidationContext
 
 TRAIN_STEPS = 2
 """Optimizer steps on the fixed batch (LoRA's B starts at zero, so A's gradient is zero

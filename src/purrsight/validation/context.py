@@ -10,7 +10,7 @@ Shapes: b = batch, s = sequence length.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,14 +87,3 @@ class ValidationContext:
         if precision == "16-mixed":
             return torch.autocast(self.device.type, dtype=torch.float16)
         return contextlib.nullcontext()
-
-
-@contextlib.contextmanager
-def eval_mode(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
-    """``module`` in eval mode (no dropout) for the block, its old mode restored after."""
-    was_training = module.training
-    module.eval()
-    try:
-        yield module
-    finally:
-        module.train(was_training)
