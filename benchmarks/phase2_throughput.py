@@ -12,8 +12,9 @@ of that process from start to end: weights, encoders, activations, allocator sla
 * ``ours`` — Purr-Sight's default: aligned features computed once (from the feature cache
   when it is there, so the encoders are never loaded: ``feature_cache: true``), batches
   padded to the longest rounded up to ``pad_to_multiple_of`` (or length-grouped, or
-  packed, when the config's ``group_by_length`` / ``packing`` say so), bf16 autocast
-  (``precision: bf16-mixed``) with the frozen linears held in bf16, loss at target
+  packed, when the config's ``group_by_length`` / ``packing`` say so), the config's
+  precision as training resolves it on this CPU (``auto``: bf16 autocast with the frozen
+  linears held in bf16 where the CPU has avx512_bf16/amx, else fp32), loss at target
   positions only in chunks, LoRA dropout from 16-bit draws shared by the adapters that
   read one input. Gradient checkpointing is off
   in both variants (like for like; ``--checkpointing`` turns it on for ``ours``, as
@@ -240,6 +241,7 @@ def run_baseline(args: argparse.Namespace) -> dict[str, Any]:
 def run_ours(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     import torch
 
+    from purrsight.precision import resolve_precision
     from purrsight.train.phase2_data import InstructionDataset, build_loader
 
     env = setup(args)
@@ -264,18 +266,20 @@ def run_ours(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         packing=config.packing,
     )
     batches = list(loader)  # collate is part of the loader; pre-tokenised, so cheap
-    autocast = config.precision == "bf16-mixed"
+    # The dtype training would pick on this CPU (train/phase2.py resolves it the same way).
+    precision = resolve_precision(config.precision, "cpu")
+    dtype = precision.autocast_dtype
 
     def step(batch) -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
             loss = model(**batch.model_inputs()).loss
         loss.backward()
 
-    # As training does (train/phase2.py): frozen linears in bf16 under autocast, the fp32
+    # As training does (train/phase2.py): frozen linears in the autocast dtype, the fp32
     # originals spilled to a file meanwhile.
-    frozen = torch.bfloat16 if autocast else None
-    with model.frozen_linears_as(frozen, spill_dir=workdir):
-        return train(args, model, list(range(len(batches))), lambda i: batches[i], step, config)
+    with model.frozen_linears_as(dtype, spill_dir=workdir):
+        result = train(args, model, list(range(len(batches))), lambda i: batches[i], step, config)
+    return {**result, "precision": precision.precision}
 
 
 def train(args, model, plan, batch_of, step, config) -> dict[str, Any]:

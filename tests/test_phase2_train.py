@@ -21,6 +21,7 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import Callback
 
+from purrsight import precision
 from purrsight.cli import main
 from purrsight.config import Config, ConfigError, load_config
 from purrsight.data.demo import generate_demo_dataset
@@ -123,6 +124,7 @@ def setup(tmp_path_factory, tiny_encoder_dirs):
         "gradient_checkpointing=true",
         "preview_samples=1",
         "max_new_tokens=4",
+        "precision=32",  # the same steps on every CPU; tests that use auto fake the CPU
         f"mlflow.tracking_uri={root / 'mlruns'}",
         "mlflow.experiment_name=phase2-test",
     ]
@@ -134,11 +136,18 @@ def _config(setup, name: str, *extra: str) -> Config:
     return load_config(None, [*overrides, f"output_dir={root / name}", *extra])
 
 
+# What cpuinfo reports for an AVX2-only CPU (e.g. an AMD EPYC before Zen 4).
+NO_NATIVE_BF16 = {"avx2": True, "avx512_bf16": False, "amx_bf16": False}
+
+
 @pytest.fixture(scope="module")
 def straight(setup):
-    """6 uninterrupted steps."""
-    config = _config(setup, "straight")
-    return config, run_phase2(config)
+    """6 uninterrupted steps with ``precision: auto`` on a CPU faked to lack native bf16,
+    which resolves to fp32: what the run records must be "32", never "auto"."""
+    config = _config(setup, "straight", "precision=auto")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(precision, "cpu_capabilities", lambda: dict(NO_NATIVE_BF16))
+        return config, run_phase2(config)
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -165,6 +174,7 @@ def test_checkpoint_holds_only_projectors_and_lora(straight) -> None:
     # Self-describing: the resolved config and the aligner it was trained with.
     hparams = checkpoint["hyper_parameters"]
     assert hparams["config"]["lora_r"] == 4
+    assert (config.precision, hparams["config"]["precision"]) == ("auto", "32")  # as it ran
     assert hparams["aligner"]["path"] == str(result.aligner_path.resolve())
     assert len(hparams["aligner"]["sha256"]) == 64
     assert hparams["modalities"] == ["image", "audio"]
@@ -285,12 +295,14 @@ def test_training_runs_in_train_mode_with_checkpointing(llama) -> None:
     assert probe.seen == {(True, True)}
 
 
-def test_interrupted_and_resumed_equals_uninterrupted(setup, llama) -> None:
+def test_interrupted_and_resumed_equals_uninterrupted(setup, llama, monkeypatch) -> None:
     """Steps 1-3, stop at the epoch end (last.ckpt); ``--resume``: step 4 then SIGTERM
     mid-epoch (emergency checkpoint); resume from that: steps 5-6. Same losses and LRs
     as 6 uninterrupted steps (tiny Llama: the same code path, 100× cheaper steps)."""
     overrides, reference, _ = llama
-    config = _config(setup, "resumed", *overrides)
+    # precision: auto resolving to fp32 at every start (as the reference's explicit 32).
+    monkeypatch.setattr(precision, "cpu_capabilities", lambda: dict(NO_NATIVE_BF16))
+    config = _config(setup, "resumed", *overrides, "precision=auto")
     first = run_phase2(config, callbacks=[_StopAtFirstEpochEnd()])
     assert first.metrics["steps"] == 3 and first.last_checkpoint is not None
 
@@ -548,13 +560,14 @@ def test_mlflow_gets_params_metrics_and_the_config(setup, straight) -> None:
     logged = yaml.safe_load(
         Path(client.download_artifacts(run.info.run_id, "config.yaml")).read_text()
     )
-    assert logged == config.model_dump()
+    assert logged == {**config.model_dump(), "precision": "32"}  # "auto" as it resolved
 
 
 def test_training_log_has_the_run(straight) -> None:
     _, result = straight
     text = (result.output_dir / "logs" / "training.log").read_text()
     assert "Phase 1 aligner:" in text
+    assert "precision: 32 (auto: CPU has neither avx512_bf16 nor amx_bf16" in text
     assert "step 6/6" in text and "Phase 2 done" in text
     assert len(result.previews) == 1 and "generated" in result.previews[0]
 

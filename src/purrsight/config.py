@@ -156,8 +156,11 @@ class Config(_Strict):
     num_workers: int = Field(default=4, ge=0)
 
     # --- Phase 2 training beyond the guide's keys ---
-    precision: Literal["32", "bf16-mixed", "16-mixed"] = "32"
-    """Lightning precision; ``16-mixed`` needs a CUDA GPU, ``bf16-mixed`` works on CPU too."""
+    precision: Literal["auto", "32", "bf16-mixed", "16-mixed"] = "auto"
+    """Lightning precision. ``auto``: ``bf16-mixed`` where the device computes bf16
+    natively (a CUDA GPU with bf16, a CPU with avx512_bf16 or amx_bf16), else ``32``
+    (emulated bf16 is ~10-100x slower than fp32); see :mod:`purrsight.precision`.
+    ``16-mixed`` needs a CUDA GPU; runs record the resolved value, never ``auto``."""
     gradient_checkpointing: bool = False
     """Recompute the LLM's activations in backward: less memory, ~30 % more time."""
     group_by_length: bool = False

@@ -47,6 +47,7 @@ from purrsight.data.bad_samples import SKIPPED_FILE, BadSamples
 from purrsight.data.manifest import Sample
 from purrsight.memory import release_freed_memory
 from purrsight.models.weight_spill import remove_stale_spills
+from purrsight.precision import with_resolved_precision
 from purrsight.train.checkpointing import (
     EPOCH_FILENAME,
     LAST_NAME,
@@ -70,7 +71,6 @@ from purrsight.train.phase2_setup import (
 log = logging.getLogger(__name__)
 
 DEBUG_MAX_STEPS = 5
-AUTOCAST_DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 DEBUG_LIMIT_BATCHES = 5
 
 
@@ -165,6 +165,10 @@ def _run(
         log.info(
             "process %d of %d (%d on this node), pid %d", process_rank(), world, local, os.getpid()
         )
+    # One decision for every dtype below; the config carries the resolved value from here
+    # on, so hparams, MLflow params and logs/config.yaml record what ran, never "auto".
+    config, precision = with_resolved_precision(config)
+    log.info("precision: %s (%s)", precision.precision, precision.reason)
     plan = plan_run(config, config_path, resume)
 
     import lightning as L
@@ -227,7 +231,7 @@ def _run(
     # at every use, twice with gradient checkpointing); the fp32 originals wait in a file
     # in the output folder, so the peak does not hold both, and come back bit for bit
     # before previews and the returned model.
-    frozen = AUTOCAST_DTYPES.get(config.precision)
+    frozen = precision.autocast_dtype
     remove_stale_spills(out)  # a killed run's fp32 weights (hundreds of MB)
     with model.frozen_linears_as(frozen, spill_dir=out):
         _fit(trainer, module, train_loader, val_loader, plan.resume_path, emergency_cb)

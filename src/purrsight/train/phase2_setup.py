@@ -14,12 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from purrsight.config import Config, ConfigError
 from purrsight.data.bad_samples import BadSamples, read_samples, screen_media
 from purrsight.data.manifest import ManifestError, Sample
 from purrsight.models.llm import resolve_llm_folder
+from purrsight.precision import require_possible, training_device_type
 from purrsight.train.checkpointing import (
     file_sha256,
     read_checkpoint,
@@ -79,10 +78,7 @@ def plan_run(config: Config, config_path: str | None, resume: str | None) -> Run
         llm_folder = resolve_llm_folder(config.llm_model_name)
     except (FileNotFoundError, ValueError) as err:
         raise ConfigError(str(err)) from None
-    if config.precision == "16-mixed" and not torch.cuda.is_available():
-        raise ConfigError(
-            "precision: '16-mixed' needs a CUDA GPU; use 'bf16-mixed' or '32' on this machine"
-        )
+    require_possible(config.precision, training_device_type())
     checkpoint_dir = Path(config.output_dir) / "checkpoints"
     restarts = restart_count()
     if resume is None and restarts:

@@ -29,10 +29,13 @@ def check_configuration(ctx: ValidationContext) -> str:
     any encoder path. Raises ConfigError / ManifestError / CheckFailed with one line."""
     from purrsight.config import load_config
     from purrsight.data.manifest import read_manifest
+    from purrsight.precision import with_resolved_precision
     from purrsight.train.phase2_data import used_modalities
     from purrsight.train.phase2_setup import plan_run
 
+    # The checks run in the precision training would pick on this machine.
     config = load_config(ctx.config_path, ctx.overrides)
+    config, precision = with_resolved_precision(config, ctx.device.type)
     plan = plan_run(config, ctx.config_path, None)
     if not plan.aligner_path.with_name("aligner.json").is_file():
         raise CheckFailed(
@@ -50,6 +53,7 @@ def check_configuration(ctx: ValidationContext) -> str:
     ctx.config, ctx.plan, ctx.train, ctx.val, ctx.modalities = config, plan, train, val, modalities
     ctx.note(f"LLM folder: {plan.llm_folder}")
     ctx.note(f"Phase 1 aligner: {plan.aligner_path}")
+    ctx.note(f"precision: {precision.precision} ({precision.reason})")
     source = ctx.config_path or "<defaults>"
     return (
         f"{source}: {len(train)} train + {len(val)} val samples "

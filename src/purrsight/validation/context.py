@@ -80,10 +80,11 @@ class ValidationContext:
         self.notes.append(line)
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        """The autocast training uses for ``precision`` (none for "32")."""
-        precision = self.config.precision
-        if precision == "bf16-mixed":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        if precision == "16-mixed":
-            return torch.autocast(self.device.type, dtype=torch.float16)
-        return contextlib.nullcontext()
+        """The autocast training uses for ``precision`` (none for "32"), decided as
+        training decides it (check 1 already resolved "auto"; resolving again is a no-op)."""
+        from purrsight.precision import resolve_precision
+
+        dtype = resolve_precision(self.config.precision, self.device.type).autocast_dtype
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=dtype)
