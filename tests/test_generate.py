@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
+import re
 
 import pytest
 import torch
@@ -67,6 +69,19 @@ def test_batched_generation_equals_one_at_a_time(model_and_tokenizer):
     assert (stats1.batches, stats4.batches) == (6, 2)
     assert stats1.generated_tokens == stats4.generated_tokens > 0
     assert stats1.truncated == stats4.truncated and len(stats1.truncated) == 6
+
+
+def test_progress_lines_come_per_batch_only_when_asked(model_and_tokenizer, caplog):
+    model, tok = model_and_tokenizer
+    features, instructions = _samples()
+    caplog.set_level(logging.INFO, logger="purrsight.inference.generate")
+    generate_texts(model, tok, features, instructions, K, NEW, batch_size=4)
+    assert not caplog.records  # a server's call: quiet
+    generate_texts(model, tok, features, instructions, K, NEW, batch_size=4, progress="gen")
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2, lines
+    assert re.fullmatch(r"gen report 4/6 \(66 %\): tokens/s \S+, \S+ s/report, ETA \d+ s", lines[0])
+    assert lines[1].startswith("gen report 6/6 (100 %): ") and lines[1].endswith("ETA 0 s")
 
 
 def test_left_padded_batch_gives_the_same_token_ids(model_and_tokenizer):

@@ -8,6 +8,8 @@ non-zero afterwards, so merging and the adapter files are really exercised.
 from __future__ import annotations
 
 import json
+import logging
+import re
 import wave
 from pathlib import Path
 
@@ -375,8 +377,9 @@ def test_oversized_upload_is_a_limit_error(bundle, media) -> None:
 # ----------------------------------------------------------------------------- evaluate + CLI
 
 
-def test_evaluate_writes_metrics_report_and_figures(trained, predictor, tmp_path) -> None:
+def test_evaluate_writes_metrics_report_and_figures(trained, predictor, tmp_path, caplog) -> None:
     root, _, config = trained
+    caplog.set_level(logging.INFO, logger="purrsight")
     metrics = evaluate_bundle(
         predictor, Path(config.data_dir) / "train.jsonl", tmp_path, max_generate=1
     )
@@ -396,6 +399,15 @@ def test_evaluate_writes_metrics_report_and_figures(trained, predictor, tmp_path
         with Image.open(tmp_path / png) as img:
             assert img.size[0] > 1000 and img.size[1] > 500
     assert "| label_scoring |" in (tmp_path / "report.md").read_text()
+    # Progress of each long loop, ending on its last item with an ETA.
+    lines = [r.getMessage() for r in caplog.records]
+    for start in (
+        "decode and encode sample 9/9",
+        "label scoring sample 9/9",
+        "generate report 3/3",
+    ):
+        last = [line for line in lines if line.startswith(start)]
+        assert len(last) == 1 and re.search(r"\(100 %\): .* s/\w+, ETA 0 s$", last[0]), lines
 
 
 def test_evaluate_with_no_generation_scores_labels_only(trained, predictor, tmp_path) -> None:

@@ -1,5 +1,10 @@
 """Phase 1 end to end on CPU: tiny random encoders, generated demo data, a real Trainer."""
 
+import contextlib
+import logging
+import re
+from collections.abc import Iterator
+
 import pytest
 import torch
 
@@ -9,8 +14,38 @@ from purrsight.models.aligner import load_aligner
 from purrsight.train.phase1 import run_phase1
 
 
+class _Messages(logging.Handler):
+    def __init__(self, messages: list[str]) -> None:
+        super().__init__(logging.INFO)
+        self.messages = messages
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _logged_into(messages: list[str]) -> Iterator[None]:
+    """Every INFO+ record of the block appended to ``messages`` (the root logger lets INFO
+    through for the duration)."""
+    root, handler = logging.getLogger(), _Messages(messages)
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+
+
 @pytest.fixture(scope="module")
-def phase1_run(tmp_path_factory, tiny_encoder_dirs):
+def phase1_messages() -> list[str]:
+    """What the module's Phase 1 run logged (filled by ``phase1_run``)."""
+    return []
+
+
+@pytest.fixture(scope="module")
+def phase1_run(tmp_path_factory, tiny_encoder_dirs, phase1_messages):
     root = tmp_path_factory.mktemp("phase1")
     generate_demo_dataset(root / "data", n=56, seed=3, image_size=64, audio_seconds=1.0)
     overrides = [
@@ -28,7 +63,22 @@ def phase1_run(tmp_path_factory, tiny_encoder_dirs):
         "mlflow.experiment_name=phase1-test",
     ]
     config = load_config(None, overrides)
-    return config, run_phase1(config), root
+    with _logged_into(phase1_messages):
+        result = run_phase1(config)
+    return config, result, root
+
+
+def test_phase1_logs_progress_of_encoding_and_training(phase1_run, phase1_messages) -> None:
+    encoded = [m for m in phase1_messages if re.match(r"\w+ encoder \((train|val)\) ", m)]
+    for modality in ("image", "audio", "text"):
+        finished = [m for m in encoded if m.startswith(f"{modality} encoder (train) sample ")]
+        assert finished and "(100 %)" in finished[-1] and finished[-1].endswith("ETA 0 s")
+    trained = [m for m in phase1_messages if m.startswith("phase1 step ")]
+    done, total = map(int, re.match(r"phase1 step (\d+)/(\d+)", trained[-1]).groups())
+    assert done == total > 0 and len(trained) >= min(total, 10)  # every tenth at least
+    assert re.fullmatch(
+        r"phase1 step \d+/\d+ \(100 %\): epoch 2, loss [\d.]+, .* ETA 0 s", trained[-1]
+    )
 
 
 def test_phase1_writes_a_weights_only_aligner_with_its_description(phase1_run) -> None:

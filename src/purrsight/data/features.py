@@ -7,16 +7,19 @@ Shapes: n = samples, d_m = a modality's feature size.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from purrsight.config import MediaConfig
 from purrsight.data.manifest import Sample
 from purrsight.data.media import MediaError, decode_media
+from purrsight.progress import Progress
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -64,14 +67,14 @@ def encode_samples(
         mask = torch.tensor([_has(s, modality) for s in samples], dtype=torch.bool)
         rows = [i for i, flag in enumerate(mask.tolist()) if flag]
         out = torch.zeros(len(samples), encoder.dim, dtype=torch.float32)
-        batches = range(0, len(rows), batch_size)
-        for start in tqdm(
-            batches, desc=f"{desc} {modality}", unit="batch", leave=False, disable=None
-        ):
+        # Log lines, not a progress bar: a bar shows nothing when stderr is not a terminal.
+        progress = Progress(f"{modality} encoder ({desc})", len(rows), log, unit="sample")
+        for start in range(0, len(rows), batch_size):
             chunk = rows[start : start + batch_size]
             items = [_load_one(load, samples[i]) for i in chunk]
             with torch.no_grad():
                 out[chunk] = encoder(items).float()
+            progress.update(start + len(chunk))
         features[modality], present[modality] = out, mask
     return FeatureTable(ids=[s.id for s in samples], features=features, present=present)
 

@@ -35,8 +35,9 @@ from purrsight.inference.metrics import (
     classification_metrics,
     expected_calibration_error,
 )
-from purrsight.inference.predictor import Predictor
+from purrsight.inference.predictor import Predictor, Prepared
 from purrsight.inference.report_parse import parse_report
+from purrsight.progress import Progress
 from purrsight.report import UNSURE
 
 log = logging.getLogger(__name__)
@@ -79,15 +80,11 @@ def evaluate_bundle(
     samples = [s for s in read_manifest(data_path, labels) if s.label is not None]
     if not samples:
         raise ValueError(f"{data_path}: no labelled samples to evaluate")
-    prepared = []
-    for sample in samples:
-        p = predictor.prepare(image=sample.image, audio=sample.audio, video=sample.video)
-        p.instruction = sample.instruction  # the split's own question, as in training
-        prepared.append(p)
+    prepared = _prepare_all(predictor, samples)
     timings: dict[str, float] = {"prepare": time.perf_counter() - started}
 
     t0 = time.perf_counter()
-    label_preds = predictor.predict_prepared(prepared, mode="labels")
+    label_preds = predictor.predict_prepared(prepared, mode="labels", progress="label scoring")
     timings["label_scoring"] = time.perf_counter() - t0
     answers: dict[str, dict[int, Scored]] = {s: {} for s in SYSTEMS}
     for i, pred in enumerate(label_preds):
@@ -96,7 +93,9 @@ def evaluate_bundle(
     chosen = _generation_indices(samples, max_generate)
     t0 = time.perf_counter()
     if chosen:
-        reports = predictor.predict_prepared([prepared[i] for i in chosen], mode="report")
+        reports = predictor.predict_prepared(
+            [prepared[i] for i in chosen], mode="report", progress="generate"
+        )
         for i, pred in zip(chosen, reports, strict=True):
             answers["report"][i] = _from_probabilities(pred.probabilities, pred.report.emotion)
             answers["generation"][i] = _from_text(pred.raw_text or "", labels)
@@ -119,6 +118,19 @@ def evaluate_bundle(
     metrics["seconds"] = {k: round(v, 2) for k, v in timings.items()}
     write_outputs(metrics, Path(out_dir))
     return metrics
+
+
+def _prepare_all(predictor: Predictor, samples: Sequence[Sample]) -> list[Prepared]:
+    """Every sample decoded and encoded (the split's own question as its instruction, as
+    in training), with progress lines: the encoders take seconds per sample on a CPU."""
+    progress = Progress("decode and encode", len(samples), log, unit="sample")
+    prepared = []
+    for sample in samples:
+        p = predictor.prepare(image=sample.image, audio=sample.audio, video=sample.video)
+        p.instruction = sample.instruction
+        prepared.append(p)
+        progress.update(len(prepared))
+    return prepared
 
 
 def _generation_indices(samples: Sequence[Sample], limit: int | None) -> list[int]:

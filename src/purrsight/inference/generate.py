@@ -25,6 +25,7 @@ from purrsight.data.instruction import (
 )
 from purrsight.inference.report_parse import ParseResult, parse_report
 from purrsight.models.mm_llm import MultimodalLLM
+from purrsight.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,7 @@ def generate_texts(
     max_new_tokens: int = 256,
     batch_size: int = 8,
     system_prompt: str = SYSTEM_PROMPT,
+    progress: str | None = None,
 ) -> tuple[list[str], GenerationStats]:
     """Greedy generated text per sample (caller's order) and the timing.
 
@@ -116,6 +118,8 @@ def generate_texts(
         num_tokens: soft tokens per modality (the projectors' ``k``).
         max_new_tokens: generation stops there (the text is then likely truncated).
         batch_size: prompts decoded together.
+        progress: when given, the name of the progress lines logged as batches finish
+            (:class:`~purrsight.progress.Progress`); None for a quiet call (a server's).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -127,6 +131,7 @@ def generate_texts(
     texts: list[str] = [""] * len(items)
     stats = GenerationStats(samples=len(items), truncated=[False] * len(items))
     start = time.perf_counter()
+    shown = Progress(progress, len(items), log, unit="report") if progress else None
     for first in range(0, len(order), batch_size):
         chosen = order[first : first + batch_size]
         batch = collate([items[i] for i in chosen], pad_id(tokenizer), padding_side="left")
@@ -139,8 +144,15 @@ def generate_texts(
             stats.generated_tokens += count
             stats.truncated[i] = truncated
         stats.batches += 1
+        if shown is not None:
+            shown.update(first + len(chosen), **{"tokens/s": _rate(stats, start)})
     stats.seconds = time.perf_counter() - start
     return texts, stats
+
+
+def _rate(stats: GenerationStats, start: float) -> float:
+    """Tokens generated per second since ``start``."""
+    return stats.generated_tokens / max(time.perf_counter() - start, 1e-9)
 
 
 def generate_reports(
@@ -153,8 +165,10 @@ def generate_reports(
     max_new_tokens: int = 256,
     batch_size: int = 8,
     system_prompt: str = SYSTEM_PROMPT,
+    progress: str | None = "generate",
 ) -> list[ParseResult]:
-    """A parsed report per sample, in the caller's order (see :func:`generate_texts`).
+    """A parsed report per sample, in the caller's order (see :func:`generate_texts`;
+    progress lines named ``progress`` go to the log unless it is None).
 
     Each result's report (when one parses) lists exactly the modalities the sample had.
     Texts cut off by ``max_new_tokens`` go through the parser's truncation repair like
@@ -169,6 +183,7 @@ def generate_reports(
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
         system_prompt=system_prompt,
+        progress=progress,
     )
     log.info(
         "generated %d reports in %.1f s (%d batches, %d tokens, %.1f tokens/s, %d hit "

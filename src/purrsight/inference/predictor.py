@@ -76,6 +76,7 @@ from purrsight.inference.errors import BundleError, InputError
 from purrsight.inference.generate import build_items, generate_texts
 from purrsight.inference.report_parse import parse_report
 from purrsight.inference.scoring import score_option_pairs, score_options
+from purrsight.progress import Progress
 from purrsight.report import (
     UNSURE,
     VET_ADVICE,
@@ -294,20 +295,22 @@ class Predictor:
         return Prepared(features, modalities, instruction, time.perf_counter() - started)
 
     def predict_prepared(
-        self, prepared: Sequence[Prepared], *, mode: Mode = "report"
+        self, prepared: Sequence[Prepared], *, mode: Mode = "report", progress: str | None = None
     ) -> list[Prediction]:
-        """Predictions for already prepared requests (see :meth:`prepare`)."""
+        """Predictions for already prepared requests (see :meth:`prepare`). ``progress``:
+        the name of progress lines logged as batches finish (None: quiet, as a server
+        wants; a long batch job like ``evaluate`` names one)."""
         if not prepared:
             return []
         started = time.perf_counter()
         if mode == "labels":
-            probs, arousal = self.label_probabilities(prepared)
+            probs, arousal = self.label_probabilities(prepared, progress=progress)
             out = [
                 self._labels_prediction(p, probs[i], arousal[i], "labels")
                 for i, p in enumerate(prepared)
             ]
         else:
-            out = self._report_predictions(prepared)
+            out = self._report_predictions(prepared, progress)
         model_seconds = time.perf_counter() - started
         for p, prediction in zip(prepared, out, strict=True):
             prediction.timings = {
@@ -318,26 +321,32 @@ class Predictor:
         return out
 
     def label_probabilities(
-        self, prepared: Sequence[Prepared]
+        self, prepared: Sequence[Prepared], progress: str | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Label scoring without generation: ([b, L] label probabilities, [b, 3] arousal
         probabilities low/medium/high), from the no-evidence answer prefix. A report
         writes its arousal before its emotion, so both are scored jointly (a tree: each
-        arousal once, each label on top of it) and each marginalised."""
+        arousal once, each label on top of it) and each marginalised. ``progress``: as in
+        :meth:`predict_prepared`."""
         firsts = [f'{a}","emotion":"' for a in AROUSALS]
         seconds = [f"{label}{_AFTER_LABEL}" for label in self.labels]
         items = self._items(prepared)
-        chunks = [
-            score_option_pairs(
-                self.bundle.model,
-                self.bundle.tokenizer,
-                items[start : start + SCORE_BATCH],
-                NO_EVIDENCE_PREFIX,
-                firsts,
-                seconds,
+        shown = Progress(progress, len(items), log, unit="sample") if progress else None
+        chunks = []
+        for start in range(0, len(items), SCORE_BATCH):
+            chunk = items[start : start + SCORE_BATCH]
+            chunks.append(
+                score_option_pairs(
+                    self.bundle.model,
+                    self.bundle.tokenizer,
+                    chunk,
+                    NO_EVIDENCE_PREFIX,
+                    firsts,
+                    seconds,
+                )
             )
-            for start in range(0, len(items), SCORE_BATCH)
-        ]
+            if shown is not None:
+                shown.update(start + len(chunk))
         joint = torch.cat(chunks).flatten(1).softmax(dim=-1).view(-1, len(firsts), len(seconds))
         return joint.sum(dim=1), joint.sum(dim=2)
 
@@ -369,7 +378,9 @@ class Predictor:
         except ValueError as err:  # a reserved marker in the user's text
             raise InputError(str(err)) from None
 
-    def _report_predictions(self, prepared: Sequence[Prepared]) -> list[Prediction]:
+    def _report_predictions(
+        self, prepared: Sequence[Prepared], progress: str | None = None
+    ) -> list[Prediction]:
         bundle = self.bundle
         texts, _ = generate_texts(
             bundle.model,
@@ -380,6 +391,7 @@ class Predictor:
             max_new_tokens=self.max_new_tokens,
             batch_size=GENERATE_BATCH,
             system_prompt=self.system_prompt,
+            progress=progress,
         )
         parsed = [
             parse_report(text, self.labels, modalities=p.modalities)

@@ -8,6 +8,7 @@ figures (later stages add their own parts to it).
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -52,10 +53,20 @@ def write_summary(path: Path, part: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
+def _log_to_console_in_child() -> None:
+    """The parent's logging setup in a spawned child, which starts with none: without it
+    the child's INFO lines (Phase 1's progress) would be dropped."""
+    from purrsight.console_log import console_handler, level_from_env
+
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=level_from_env(), handlers=[console_handler()])
+
+
 def _phase1_in_child(config: Config, config_path: str | None) -> tuple[dict[str, Any], str]:
     """Phase 1 as :func:`_phase1_stage` needs it, in the child process."""
     from purrsight.train.phase1 import run_phase1
 
+    _log_to_console_in_child()
     result = run_phase1(config, config_path)
     phase1 = {k: round(result.metrics[k], 4) for k in PHASE1_SUMMARY_KEYS if k in result.metrics}
     phase1["seconds"] = round(result.seconds, 1)

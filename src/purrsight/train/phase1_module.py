@@ -5,6 +5,8 @@ Shapes: b = batch, d_m = a modality's feature size, e = shared embed size.
 
 from __future__ import annotations
 
+import logging
+
 import lightning as L
 import torch
 from torch.utils.data import Dataset
@@ -14,9 +16,11 @@ from purrsight.data.features import FeatureTable
 from purrsight.models.aligner import Aligner, contrastive_loss
 from purrsight.models.modes import eval_mode
 from purrsight.models.retrieval import alignment_metrics
+from purrsight.progress import Progress
 from purrsight.train.distributed import gather_rows
 from purrsight.train.schedule import warmup_then_decay
 
+log = logging.getLogger(__name__)
 PROGRESS_BAR_METRICS = ("i2t_r1", "a2t_r1", "zero_shot_acc")
 
 
@@ -66,9 +70,12 @@ class AlignmentModule(L.LightningModule):
         self.total_steps = total_steps
         self.eval_set = eval_set
         self.last_metrics: dict[str, float] = {}
+        self._progress: Progress | None = None
+        self._loss = torch.zeros(())
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss, parts, size = self.batch_loss(*batch)
+        self._loss = loss.detach()
         self.log("train_loss", loss, prog_bar=True, batch_size=size)
         for name, value in parts.items():
             self.log(f"train_loss_{name}", value, batch_size=size)
@@ -97,6 +104,16 @@ class AlignmentModule(L.LightningModule):
         # search and every process runs every backward collective.
         loss = loss + 0.0 * (sum(e.sum() for e in embeds.values()) + scale)
         return loss, parts, int(next(iter(present.values())).shape[0])
+
+    def on_train_start(self) -> None:
+        # A line every tenth of the run or 30 s: the progress bar is off without a terminal.
+        if self.trainer.is_global_zero:
+            self._progress = Progress("phase1", self.total_steps, log, done=self.global_step)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        progress, step = self._progress, self.global_step
+        if progress is not None and progress.due(step):  # the loss read only when shown
+            progress.update(step, epoch=self.current_epoch, loss=float(self._loss))
 
     def on_train_epoch_end(self) -> None:
         if self.eval_set is None:

@@ -29,6 +29,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from purrsight.data.instruction import IGNORE_INDEX, Batch
 from purrsight.models.mm_llm import MultimodalLLM
+from purrsight.progress import Progress
 from purrsight.train.checkpointing import (
     CHECKPOINT_FORMAT,
     atomic_torch_save,
@@ -71,7 +72,8 @@ class Phase2Module(L.LightningModule):
     Args:
         model: projectors + LoRA-wrapped LLM (the only trainable weights).
         optim: optimizer and schedule settings.
-        log_every_n_steps: how often a progress line goes to the log.
+        log_every_n_steps: a progress line goes to the log every this many optimizer
+            steps, or at least every 30 s (:class:`~purrsight.progress.Progress`).
         hparams: plain values stored in every checkpoint (resolved config, aligner, LLM).
         max_nonfinite_steps: batches in a row with a NaN/inf loss before the run stops
             (:class:`NonFiniteLoss`; the emergency checkpoint holds the last good weights).
@@ -107,7 +109,7 @@ class Phase2Module(L.LightningModule):
         self._pending_rng: dict[str, Any] | None = None
         self._batch_started = 0.0
         self._batch_stats: dict[str, float] = {}
-        self._last_logged_step = -1
+        self._progress: Progress | None = None
         self.mlflow_run_id: str | None = None
         """The job's MLflow run (rank 0 creates it; every rank knows it from ``setup``)."""
 
@@ -214,6 +216,17 @@ class Phase2Module(L.LightningModule):
 
     # ------------------------------------------------------------------ throughput
 
+    def on_train_start(self) -> None:
+        # Timed from here, after setup and any resume: the ETA counts this run's steps only.
+        if self.trainer.is_global_zero:
+            self._progress = Progress(
+                "phase2",
+                self.optim.total_steps,
+                log,
+                every_n=self.log_every_n_steps,
+                done=self.global_step,
+            )
+
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         if self._pending_rng is not None:
             # Restored here, not at load time: building the resumed run (data iterators,
@@ -236,19 +249,13 @@ class Phase2Module(L.LightningModule):
         self.log("tokens_per_second", tokens_per_second, on_step=True, batch_size=size)
         self.log("samples_per_second", stats["samples"] / seconds, on_step=True, batch_size=size)
         self.history.append({"step": self.global_step, **stats, "seconds": seconds})
-        step = self.global_step
-        due = step != self._last_logged_step and step % self.log_every_n_steps == 0
-        if due and self.trainer.is_global_zero:
-            self._last_logged_step = step
-            log.info(
-                "step %d/%d epoch %d: loss %.4f, lr %.3g, %.2f s/batch, %.0f tokens/s",
-                step,
-                self.optim.total_steps,
-                self.current_epoch,
-                stats["loss"],
-                stats["lr"],
-                seconds,
-                tokens_per_second,
+        if self._progress is not None:  # rank 0 only
+            self._progress.update(
+                self.global_step,
+                epoch=self.current_epoch,
+                loss=stats["loss"],
+                lr=stats["lr"],
+                **{"tokens/s": tokens_per_second},
             )
 
     def on_train_epoch_end(self) -> None:
