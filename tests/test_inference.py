@@ -33,7 +33,7 @@ from purrsight.inference.errors import BundleError, InputError
 from purrsight.inference.evaluate import OUTPUT_FILES, evaluate_bundle
 from purrsight.inference.export import export_bundle, model_from_checkpoint, read_phase2_checkpoint
 from purrsight.inference.generate import build_items
-from purrsight.inference.predictor import Predictor
+from purrsight.inference.predictor import ANSWER_START, AROUSALS, Predictor, answer_start
 from purrsight.inference.report_parse import parse_report
 from purrsight.report import UNSURE, Report
 from purrsight.train.phase2 import run_phase2
@@ -291,9 +291,9 @@ def test_batch_equals_one_at_a_time(predictor, media) -> None:
 
 
 def test_low_confidence_is_unsure(bundle, media) -> None:
-    strict = Predictor.from_bundle(bundle, unsure_threshold=0.99)
+    strict = Predictor.from_bundle(bundle, unsure_threshold=0.9999)
     report = strict.predict(image=media["image"], mode="labels").report
-    assert report.emotion == UNSURE and report.confidence < 0.99
+    assert report.emotion == UNSURE and report.confidence < 0.9999
     assert report.alternatives and report.alternatives[0].emotion in strict.labels
     assert "Not sure" in report.summary
 
@@ -310,44 +310,43 @@ def test_pain_risk_sets_the_welfare_alert(predictor, media) -> None:
 
 
 def test_a_valid_generation_keeps_its_text_and_gets_scored_confidence(predictor, media) -> None:
-    """The report path after a generation that parses: the emotion, confidence and
-    alternatives come from label scores taken where the text names its emotion."""
-    text = json.dumps(
-        {
-            "evidence": {
-                "ears": "flattened",
-                "eyes": "wide",
-                "tail": "puffed",
-                "posture": "crouched",
-                "vocalization": "hiss",
-            },
-            "arousal": "high",
-            "emotion": "fearful",
-            "confidence": 0.99,
-            "alternatives": [],
-            "summary": "A frightened cat.",
-            "advice": "Give it space.",
-            "welfare_alert": False,
-        },
-        separators=(",", ":"),
-    )
+    """The report path after a generation that parses: its text is kept; confidence and
+    alternatives are label scoring's (an answer writes no numbers)."""
     prepared = predictor.prepare(image=media["image"])
+    probs, _ = predictor.label_probabilities([prepared])
+    top = predictor.labels[int(probs[0].argmax())]
+    evidence = {
+        "ears": "flattened",
+        "eyes": "wide",
+        "tail": "puffed",
+        "posture": "crouched",
+        "vocalization": "hiss",
+    }
+    rest = {"evidence": evidence, "summary": "A frightened cat.", "advice": "Give it space."}
+    text = answer_start(top, "high") + json.dumps(rest, separators=(",", ":"))[2:]
     result = parse_report(text, predictor.labels, modalities=prepared.modalities)
-    prefix = text[: text.index('"emotion":"') + len('"emotion":"')]
-    scores = predictor._score([prepared], [prefix], [f'{x}","' for x in predictor.labels])
-    prediction = predictor._generated_prediction(prepared, result, scores.softmax(-1)[0])
+    assert result.report is not None and result.report.confidence is None
+    prediction = predictor._generated_prediction(prepared, result, probs[0])
     report = prediction.report
     assert report.evidence.ears == "flattened" and report.arousal == "high"
     # A photo alone cannot show a hiss: the cue is dropped, and that is recorded.
     assert report.evidence.vocalization is None
     assert "dropped vocalization (no audio given)" in prediction.repairs
     assert prediction.status == "repaired"
-    assert report.confidence != 0.99  # the written number is not the confidence
-    assert report.confidence == pytest.approx(max(prediction.probabilities.values()), abs=1e-4)
-    if report.emotion == "fearful":
-        assert report.summary == "A frightened cat."
-    else:  # rescored to another label: the text that argued for "fearful" is replaced
-        assert any("rescored" in r for r in prediction.repairs)
+    assert report.emotion == top and report.summary == "A frightened cat."
+    assert report.confidence == pytest.approx(float(probs[0].max()), abs=1e-4)
+
+
+def test_report_path_continues_the_answer_from_the_scored_label(predictor, media) -> None:
+    """Generation starts where label scoring ends: the raw answer opens with the top label
+    and its most likely arousal, so the report's emotion is the scored one."""
+    prepared = predictor.prepare(image=media["image"], audio=media["audio"])
+    probs, arousal = predictor.label_probabilities([prepared])
+    top = predictor.labels[int(probs[0].argmax())]
+    expected = answer_start(top, AROUSALS[int(arousal[0].argmax())])
+    prediction = predictor.predict(image=media["image"], audio=media["audio"], mode="report")
+    assert prediction.raw_text.startswith(expected)
+    assert prediction.probabilities[top] == pytest.approx(float(probs[0].max()), abs=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -444,18 +443,17 @@ def test_cli_errors_are_one_line(bundle, tmp_path, capsys) -> None:
 
 
 def test_tree_scoring_equals_flat_scoring(predictor, media) -> None:
-    """The arousal x label tree scores the same tokens as the flat list of all pairs."""
-    from purrsight.inference.predictor import NO_EVIDENCE_PREFIX
+    """The label x arousal tree scores the same tokens as the flat list of all pairs."""
     from purrsight.inference.scoring import score_option_pairs, score_options
 
     prepared = [predictor.prepare(image=media["image"]), predictor.prepare(audio=media["audio"])]
     items = predictor._items(prepared)
     model, tokenizer = predictor.bundle.model, predictor.bundle.tokenizer
-    firsts = ['low","emotion":"', 'high","emotion":"']
-    seconds = [f'{label}","' for label in predictor.labels]
-    tree = score_option_pairs(model, tokenizer, items, NO_EVIDENCE_PREFIX, firsts, seconds)
+    firsts = [f'{label}","arousal":"' for label in predictor.labels]
+    seconds = ['low","', 'high","']
+    tree = score_option_pairs(model, tokenizer, items, ANSWER_START, firsts, seconds)
     flat = score_options(
-        model, tokenizer, items, [NO_EVIDENCE_PREFIX] * 2, [a + b for a in firsts for b in seconds]
+        model, tokenizer, items, [ANSWER_START] * 2, [a + b for a in firsts for b in seconds]
     )
     torch.testing.assert_close(tree.flatten(1), flat, atol=1e-4, rtol=0)
 

@@ -92,16 +92,19 @@ class Report(BaseModel):
     """One cat's emotional state, with the evidence for it and what to do."""
 
     model_config = ConfigDict(extra="forbid")
-    # Field order is the order a model writes the report in: the cues it perceives come
-    # first, the verdict after them, so generation reasons from evidence to emotion
-    # (measured on the demo: see the closing note of the Phase 2 issue).
-    evidence: Evidence
-    arousal: Arousal
+    # Field order is the order a model writes its answer in (ANSWER_FIELDS, the first five):
+    # the emotion first, so label scoring reads it straight after the prompt (no evidence
+    # prefix the model never wrote) and generation continues from the scored label; the
+    # fields after them come from label scoring and the request, never from generated text.
     emotion: str
-    confidence: float = Field(ge=0.0, le=1.0)
-    alternatives: list[Alternative] = Field(default_factory=list)
+    arousal: Arousal
+    evidence: Evidence
     summary: str
     advice: str
+    confidence: float | None = Field(default=None, ge=0.0, le=1.0)
+    """Label scoring's probability for ``emotion``; None in a report parsed from generated
+    text alone (the model does not write numbers: a scorer gives them)."""
+    alternatives: list[Alternative] = Field(default_factory=list)
     welfare_alert: bool = False
     modalities: list[Modality] = Field(default_factory=list)
 
@@ -112,3 +115,15 @@ class Report(BaseModel):
         if self.emotion in WELFARE_LABELS:
             self.welfare_alert = True
         return self
+
+
+# What a model writes, in this order: everything else in a report is derived (confidence
+# and alternatives from label scoring, welfare_alert from the label, modalities from the
+# request), so training never spends tokens teaching the model to copy them.
+ANSWER_FIELDS: tuple[str, ...] = ("emotion", "arousal", "evidence", "summary", "advice")
+
+
+def answer_json(report: Report) -> str:
+    """The assistant's answer for ``report``: compact JSON of :data:`ANSWER_FIELDS`
+    (~78 SmolLM2 tokens on the demo data; the whole report is ~127)."""
+    return report.model_dump_json(include=set(ANSWER_FIELDS))

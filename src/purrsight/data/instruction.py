@@ -39,10 +39,9 @@ from purrsight.data.manifest import Sample
 from purrsight.models.projector import MODALITIES
 
 IGNORE_INDEX = -100
-SYSTEM_PROMPT = (
-    "You are Purr-Sight, an assistant that reads a cat's emotional state from what it "
-    "sees and hears. Answer with one JSON report and nothing else."
-)
+# Short on purpose: every token of it is paid at every training step and every prediction
+# (this one is 13 SmolLM2 tokens; the 30-token wording before it cost 8 % of each step).
+SYSTEM_PROMPT = "You are Purr-Sight. Answer with one JSON report of the cat's emotional state."
 # Written into the chat template where a modality's soft tokens go, then split out again;
 # never tokenised. Chosen so no tokenizer's special tokens and no sane text contain them.
 PLACEHOLDERS: dict[str, str] = {m: f"<|cat_{m}|>" for m in MODALITIES}

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from purrsight.report import Report
+from purrsight.report import Report, answer_json
 
 MEDIA_FIELDS = ("image", "audio", "video")
 
@@ -80,9 +80,10 @@ class Sample:
         return self.response
 
     def response_json(self) -> str:
-        """The response exactly as the assistant should write it."""
+        """The response exactly as the assistant should write it (a report: its
+        :func:`~purrsight.report.answer_json`)."""
         if isinstance(self.response, Report):
-            return self.response.model_dump_json()
+            return answer_json(self.response)
         return self.response
 
 

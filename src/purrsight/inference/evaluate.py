@@ -53,7 +53,8 @@ class Scored:
 
     predicted: str | None
     """A label, or None (no readable label)."""
-    confidence: float
+    confidence: float | None
+    """None where the answer carries no probability (free generation writes none)."""
     unsure: bool = False
     valid: bool = True
 
@@ -156,7 +157,7 @@ def _from_text(text: str, labels: Sequence[str]) -> Scored:
     parsed = parse_report(text, labels)
     if parsed.report is None:
         return Scored(None, 0.0, valid=False)
-    return Scored(parsed.report.emotion, float(parsed.report.confidence))
+    return Scored(parsed.report.emotion, parsed.report.confidence)
 
 
 def _system_metrics(
@@ -181,9 +182,10 @@ def _metrics_for(
     metrics = classification_metrics(y_true, y_pred, labels)
     confidences = [answers[i].confidence for i in rows]
     correct = [answers[i].predicted == truth[i] for i in rows]
-    metrics["ece"] = expected_calibration_error(confidences, correct)
-    metrics["reliability"] = calibration_bins(confidences, correct)
-    metrics["mean_confidence"] = sum(confidences) / len(rows)
+    calibrated = all(c is not None for c in confidences)  # free generation gives none
+    metrics["ece"] = expected_calibration_error(confidences, correct) if calibrated else None
+    metrics["reliability"] = calibration_bins(confidences, correct) if calibrated else []
+    metrics["mean_confidence"] = sum(confidences) / len(rows) if calibrated else None
     metrics["unsure_rate"] = sum(answers[i].unsure for i in rows) / len(rows)
     metrics["valid_rate"] = sum(answers[i].valid for i in rows) / len(rows)
     return metrics
@@ -201,7 +203,8 @@ def write_outputs(metrics: dict[str, Any], out_dir: Path) -> list[Path]:
     (out_dir / "report.md").write_text(markdown_report(metrics), encoding="utf-8")
     shown = [s for s in SYSTEMS if metrics[s].get("n")]
     plot_confusion({s: metrics[s] for s in shown}, out_dir / "confusion_matrix.png")
-    plot_reliability({s: metrics[s] for s in shown}, out_dir / "reliability.png")
+    calibrated = [s for s in shown if metrics[s].get("reliability")]  # ones with a confidence
+    plot_reliability({s: metrics[s] for s in calibrated}, out_dir / "reliability.png")
     return [out_dir / name for name in OUTPUT_FILES]
 
 

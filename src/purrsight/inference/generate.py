@@ -24,6 +24,7 @@ from purrsight.data.instruction import (
     pad_id,
 )
 from purrsight.inference.report_parse import ParseResult, parse_report
+from purrsight.inference.scoring import with_prefix_ids
 from purrsight.models.mm_llm import MultimodalLLM
 from purrsight.progress import Progress
 
@@ -85,6 +86,14 @@ def build_items(
     return items
 
 
+def with_answer_prefix(item: dict[str, Any], tokenizer: Any, prefix: str) -> dict[str, Any]:
+    """A generation prompt item with the answer's first tokens (``prefix``) appended,
+    unlabelled: the model continues from them as if it had written them itself."""
+    if not prefix:
+        return item
+    return with_prefix_ids(item, tokenizer(prefix, add_special_tokens=False)["input_ids"])
+
+
 def _decode_rows(ids: torch.Tensor, tokenizer: Any, stop: set[int]) -> list[tuple[str, int, bool]]:
     """[b, n] generated ids → (text before the stop token, real tokens, truncated)."""
     rows = []
@@ -106,6 +115,7 @@ def generate_texts(
     batch_size: int = 8,
     system_prompt: str = SYSTEM_PROMPT,
     progress: str | None = None,
+    prefixes: Sequence[str] | None = None,
 ) -> tuple[list[str], GenerationStats]:
     """Greedy generated text per sample (caller's order) and the timing.
 
@@ -120,10 +130,18 @@ def generate_texts(
         batch_size: prompts decoded together.
         progress: when given, the name of the progress lines logged as batches finish
             (:class:`~purrsight.progress.Progress`); None for a quiet call (a server's).
+        prefixes: per sample, the start of the answer, given rather than generated (e.g.
+            the label scoring chose); each returned text begins with it. None: no prefix.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     items = build_items(tokenizer, samples_features, instruction, num_tokens, system_prompt)
+    answer_starts = [""] * len(items) if prefixes is None else list(prefixes)
+    if len(answer_starts) != len(items):
+        raise ValueError(f"{len(answer_starts)} prefixes for {len(items)} samples")
+    items = [
+        with_answer_prefix(item, tokenizer, a) for item, a in zip(items, answer_starts, strict=True)
+    ]
     # Stable sort: equal-length prompts keep their order, so results are reproducible.
     order = sorted(range(len(items)), key=lambda i: len(items[i]["input_ids"]))
     stop = _stop_ids(model, tokenizer)
@@ -140,7 +158,7 @@ def generate_texts(
         for i, (text, count, truncated) in zip(
             chosen, _decode_rows(ids, tokenizer, stop), strict=True
         ):
-            texts[i] = text
+            texts[i] = answer_starts[i] + text
             stats.generated_tokens += count
             stats.truncated[i] = truncated
         stats.batches += 1

@@ -33,19 +33,19 @@ Media limits (bytes, pixels, seconds) come from the bundle and are enforced by
 
 Modes:
 
-* ``"labels"``: one forward pass over the prompt and every label's tokens under a tree
-  attention mask (:mod:`purrsight.inference.scoring`): no generation, ~3 s for
-  SmolLM2-135M on a busy 2-core CPU (a full report: ~30 s). The report's emotion,
-  confidence, alternatives and arousal come from the scores; its evidence is empty
-  (nothing was generated) and summary/advice are templated from the label.
-* ``"report"``: greedy KV-cached generation of the whole report, parsed and validated
-  (repairs recorded). The label scores are then taken at the point where the generated
-  text writes its emotion, conditioned on the evidence it wrote, so the confidence is the
-  model's probability for the label rather than the number it happened to write (a
-  rescored label different from the written one replaces the summary and advice; cues
-  of an input not given, e.g. a vocalization for a photo alone, are dropped). A
-  generation that does not parse gives ``status="invalid"`` with the reason and a report
-  from label scoring alone, never the broken text passed on as valid.
+* ``"labels"``: one forward pass over the prompt and every label's tokens (each with its
+  three arousals) under a tree attention mask (:mod:`purrsight.inference.scoring`): no
+  generation. An answer starts with its emotion (:data:`purrsight.report.ANSWER_FIELDS`),
+  so these are the model's own first words. The report's emotion, confidence,
+  alternatives and arousal come from the scores; its evidence is empty (nothing was
+  generated) and summary/advice are templated from the label.
+* ``"report"``: label scoring as above, then greedy KV-cached generation that continues
+  the answer from the scored emotion and arousal (evidence, summary, advice), parsed and
+  validated (repairs recorded). The emotion is the scored one by construction, its
+  confidence the model's probability for it; cues of an input not given (a vocalization
+  for a photo alone) are dropped. A generation that does not parse gives
+  ``status="invalid"`` with the reason and a report from label scoring alone, never the
+  broken text passed on as valid.
 
 In both modes the emotion is ``unsure`` when the top label's probability is below the
 bundle's ``inference.unsure_threshold``, and a welfare label (``in_pain``) as the answer,
@@ -58,7 +58,6 @@ Shapes: e = aligned feature size.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -75,7 +74,7 @@ from purrsight.inference.bundle import LoadedBundle, load_bundle
 from purrsight.inference.errors import BundleError, InputError
 from purrsight.inference.generate import build_items, generate_texts
 from purrsight.inference.report_parse import parse_report
-from purrsight.inference.scoring import score_option_pairs, score_options
+from purrsight.inference.scoring import score_option_pairs
 from purrsight.progress import Progress
 from purrsight.report import (
     UNSURE,
@@ -91,19 +90,13 @@ log = logging.getLogger(__name__)
 Mode = Literal["report", "labels"]
 Status = Literal["valid", "repaired", "invalid", "labels"]
 AROUSALS = ("low", "medium", "high")
-# The cheap path's answer prefix: a report that observed no cue, so the label scores rest on
-# the soft tokens alone. Arousal comes before the emotion in a report, so both are scored
-# jointly (3 x L options) and each marginalised.
-NO_EVIDENCE_PREFIX = (
-    '{"evidence":{"ears":null,"eyes":null,"tail":null,"posture":null,"vocalization":null},'
-    '"arousal":"'
-)
-# Where a generated report names its emotion (json.dumps / model_dump_json spacing or not).
-_EMOTION_FIELD = re.compile(r'"emotion"\s*:\s*"')
-# What follows the label in a report: closing the option with it makes each option end
-# where the model would end it (so "fear" cannot win by being a prefix of "fearful").
-_AFTER_LABEL = '","'
-SCORE_BATCH = 4  # prompts scored together (rows of prompt + 21 arousal x label options)
+# An answer opens with its emotion, then its arousal (purrsight.report.ANSWER_FIELDS), so
+# label scoring reads both straight after the prompt: each label once, each arousal on top
+# of it (a tree of L + 3L options). Every option is closed with the text that follows it in
+# an answer, so it ends where the model would end it ("fear" cannot win by being a prefix
+# of "fearful").
+ANSWER_START = '{"emotion":"'
+SCORE_BATCH = 4  # prompts scored together (rows of prompt + L labels + 3L arousals)
 GENERATE_BATCH = 8
 MAX_ALTERNATIVES = 3
 
@@ -324,12 +317,11 @@ class Predictor:
         self, prepared: Sequence[Prepared], progress: str | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Label scoring without generation: ([b, L] label probabilities, [b, 3] arousal
-        probabilities low/medium/high), from the no-evidence answer prefix. A report
-        writes its arousal before its emotion, so both are scored jointly (a tree: each
-        arousal once, each label on top of it) and each marginalised. ``progress``: as in
-        :meth:`predict_prepared`."""
-        firsts = [f'{a}","emotion":"' for a in AROUSALS]
-        seconds = [f"{label}{_AFTER_LABEL}" for label in self.labels]
+        probabilities low/medium/high given the most likely label), read where an answer
+        starts: its emotion, then its arousal, scored jointly as a tree. ``progress``: as
+        in :meth:`predict_prepared`."""
+        firsts = [f'{label}","arousal":"' for label in self.labels]
+        seconds = [f'{a}","' for a in AROUSALS]
         items = self._items(prepared)
         shown = Progress(progress, len(items), log, unit="sample") if progress else None
         chunks = []
@@ -340,7 +332,7 @@ class Predictor:
                     self.bundle.model,
                     self.bundle.tokenizer,
                     chunk,
-                    NO_EVIDENCE_PREFIX,
+                    ANSWER_START,
                     firsts,
                     seconds,
                 )
@@ -348,23 +340,12 @@ class Predictor:
             if shown is not None:
                 shown.update(start + len(chunk))
         joint = torch.cat(chunks).flatten(1).softmax(dim=-1).view(-1, len(firsts), len(seconds))
-        return joint.sum(dim=1), joint.sum(dim=2)
+        probs = joint.sum(dim=2)  # [b, L]
+        top = probs.argmax(dim=1)
+        arousal = joint[torch.arange(len(top)), top]  # [b, 3]: the top label's arousals
+        return probs, arousal / arousal.sum(dim=1, keepdim=True)
 
     # ------------------------------------------------------------------ internals
-
-    def _score(
-        self, prepared: Sequence[Prepared], prefixes: Sequence[str], options
-    ) -> torch.Tensor:
-        items = self._items(prepared)
-        chunks = []
-        for start in range(0, len(items), SCORE_BATCH):
-            chunk = slice(start, start + SCORE_BATCH)
-            chunks.append(
-                score_options(
-                    self.bundle.model, self.bundle.tokenizer, items[chunk], prefixes[chunk], options
-                )
-            )
-        return torch.cat(chunks)
 
     def _items(self, prepared: Sequence[Prepared]) -> list[dict[str, Any]]:
         try:
@@ -381,7 +362,15 @@ class Predictor:
     def _report_predictions(
         self, prepared: Sequence[Prepared], progress: str | None = None
     ) -> list[Prediction]:
+        """Label scoring first; then each answer is generated on from the scored label and
+        its arousal, so the report's emotion is the scored one by construction and its
+        text (evidence, summary, advice) is written for that emotion."""
         bundle = self.bundle
+        probs, arousal = self.label_probabilities(prepared, progress=progress)
+        starts = [
+            answer_start(self.labels[int(p.argmax())], AROUSALS[int(a.argmax())])
+            for p, a in zip(probs, arousal, strict=True)
+        ]
         texts, _ = generate_texts(
             bundle.model,
             bundle.tokenizer,
@@ -392,34 +381,16 @@ class Predictor:
             batch_size=GENERATE_BATCH,
             system_prompt=self.system_prompt,
             progress=progress,
+            prefixes=starts,
         )
-        parsed = [
-            parse_report(text, self.labels, modalities=p.modalities)
-            for text, p in zip(texts, prepared, strict=True)
-        ]
-        # Label scores where each valid report names its emotion, given what it wrote before.
-        scored = [
-            i for i, r in enumerate(parsed) if r.report is not None and _emotion_prefix(texts[i])
-        ]
-        probs_at: dict[int, torch.Tensor] = {}
-        if scored:
-            options = [f"{label}{_AFTER_LABEL}" for label in self.labels]
-            prefixes = [_emotion_prefix(texts[i]) or "" for i in scored]
-            scores = self._score([prepared[i] for i in scored], prefixes, options)
-            probs_at = dict(zip(scored, scores.softmax(dim=-1), strict=True))
-        fallback = [i for i in range(len(prepared)) if i not in probs_at]
-        label_probs: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        if fallback:
-            probs, arousal = self.label_probabilities([prepared[i] for i in fallback])
-            label_probs = {i: (probs[j], arousal[j]) for j, i in enumerate(fallback)}
         out = []
-        for i, (p, result) in enumerate(zip(prepared, parsed, strict=True)):
-            if i in probs_at:
-                out.append(self._generated_prediction(p, result, probs_at[i]))
+        for i, (p, text) in enumerate(zip(prepared, texts, strict=True)):
+            result = parse_report(text, self.labels, modalities=p.modalities)
+            if result.report is not None:
+                out.append(self._generated_prediction(p, result, probs[i]))
                 continue
-            error = result.error or "the report names no emotion to score"
-            prediction = self._labels_prediction(p, *label_probs[i], "invalid")
-            prediction.error, prediction.raw_text = error, result.raw
+            prediction = self._labels_prediction(p, probs[i], arousal[i], "invalid")
+            prediction.error, prediction.raw_text = result.error, result.raw
             out.append(prediction)
         return out
 
@@ -431,9 +402,8 @@ class Predictor:
         repairs = list(result.repairs)
         summary, advice = generated.summary, generated.advice
         if emotion != generated.emotion:
-            # The text around the label argued for the generated emotion: keep it only
-            # when it names the emotion the report now gives.
-            repairs.append(f"emotion {generated.emotion!r} rescored as {emotion!r}")
+            # Unsure: the text was written on from the top label, which is not likely
+            # enough to be the answer; the summary says so instead.
             summary, advice = self._templated(emotion, probs)
         evidence, dropped = _observable(generated.evidence, p.features)
         repairs += [f"dropped {cue} (no {CUE_MODALITY[cue]} given)" for cue in dropped]
@@ -592,7 +562,7 @@ def _request_kwargs(request: dict[str, Any]) -> dict[str, Any]:
     return {k: request.get(k) for k in ("image", "audio", "video", "text")}
 
 
-def _emotion_prefix(text: str) -> str | None:
-    """The generated text up to and including the opening quote of its emotion value."""
-    match = _EMOTION_FIELD.search(text)
-    return text[: match.end()] if match else None
+def answer_start(emotion: str, arousal: str) -> str:
+    """The first fields of an answer, as training wrote them (``answer_json``): generation
+    continues from here, at the evidence."""
+    return f'{ANSWER_START}{emotion}","arousal":"{arousal}","'

@@ -56,7 +56,7 @@ def split_candidates(
     return full[0][:shared], rest
 
 
-def _with_prefix_ids(item: dict[str, Any], ids: Sequence[int]) -> dict[str, Any]:
+def with_prefix_ids(item: dict[str, Any], ids: Sequence[int]) -> dict[str, Any]:
     """A generation prompt item with ``ids`` (unlabelled) appended."""
     extra = torch.tensor(list(ids), dtype=torch.long)
     return {
@@ -180,7 +180,7 @@ def score_blocks(
     if len(items) != len(blocks):
         raise ValueError(f"{len(items)} prompts but {len(blocks)} block lists")
     layouts = [_layout(len(item["input_ids"]), bl) for item, bl in zip(items, blocks, strict=True)]
-    rows = [_with_prefix_ids(item, lay.ids) for item, lay in zip(items, layouts, strict=True)]
+    rows = [with_prefix_ids(item, lay.ids) for item, lay in zip(items, layouts, strict=True)]
     device = next(model.parameters()).device
     batch = collate(rows, pad_id(tokenizer), padding_side="left").to(device)
     offsets = [batch.input_ids.shape[1] - len(row["input_ids"]) for row in rows]
@@ -233,7 +233,7 @@ def score_options(
     extended, blocks = [], []
     for item, prefix in zip(items, prefixes, strict=True):
         shared, rest = split_candidates(tokenizer, prefix, options)
-        extended.append(_with_prefix_ids(item, shared))
+        extended.append(with_prefix_ids(item, shared))
         blocks.append([Block(ids) for ids in rest])
     return torch.stack(score_blocks(model, tokenizer, extended, blocks))
 
@@ -273,7 +273,7 @@ def score_option_pairs(
         return score_options(model, tokenizer, items, [prefix] * len(items), flat).view(
             len(items), n1, n2
         )
-    extended = [_with_prefix_ids(item, full[0][0][:shared]) for item in items]
+    extended = [with_prefix_ids(item, full[0][0][:shared]) for item in items]
     tree = [Block(ids) for ids in level1]
     tree += [Block(ids, parent=k // n2) for k, ids in enumerate(level2)]
     scores = score_blocks(model, tokenizer, extended, [tree] * len(items))

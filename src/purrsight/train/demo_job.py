@@ -176,10 +176,48 @@ def _evaluate_stage(config: Config, checkpoint: Path | None) -> dict[str, Any]:
     return part
 
 
+def _cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo; the platform's word elsewhere)."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _hardware(config: Config) -> dict[str, Any]:
+    """What the demo runs on and the precision that follows from it (printed first, so a
+    user on a CPU without native bf16 sees why training runs in fp32)."""
+    from purrsight.precision import (
+        cpu_features_summary,
+        resolve_precision,
+        training_device_type,
+    )
+
+    choice = resolve_precision(config.precision, training_device_type())
+    return {
+        "cpu": _cpu_model(),
+        "features": cpu_features_summary(),
+        "precision": choice.precision,
+        "reason": choice.reason,
+    }
+
+
 def run_demo(config: Config, config_path: str | None, regenerate: bool = False) -> dict[str, Any]:
     """Every stage of the main job on the embedded default; returns the summary."""
     started = time.perf_counter()
     summary_path = Path(config.demo.summary_path)
+
+    hardware = _hardware(config)
+    print(
+        f"hardware: {hardware['cpu']} ({hardware['features']}); "
+        f"precision {config.precision} -> {hardware['precision']} ({hardware['reason']})"
+    )
+    write_summary(summary_path, {"hardware": hardware})
 
     _stage("1/5 demo data")
     t0 = time.perf_counter()
