@@ -85,3 +85,16 @@ def test_flat_dict_for_mlflow_params() -> None:
     assert flat["phase1.embed_dim"] == 512
     assert flat["encoders.image.type"] == "efficientnet_lite0"
     assert all(not isinstance(v, dict) for v in flat.values())
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "[emotion, evidence]",
+        "[arousal, emotion, evidence]",
+        "[emotion, arousal, evidence, advice, summary]",
+    ],
+)
+def test_answer_fields_must_start_with_the_reading_in_order(value: str) -> None:
+    with pytest.raises(ConfigError, match="answer_fields"):
+        load_config(None, [f"answer_fields={value}"])

@@ -20,7 +20,7 @@ from PIL import Image
 
 from purrsight.cli import main
 from purrsight.config import load_config
-from purrsight.data.instruction import collate
+from purrsight.data.instruction import SYSTEM_PROMPT, collate
 from purrsight.data.media import MediaError, MediaTooLarge
 from purrsight.inference.bundle import (
     ADAPTER_CONFIG,
@@ -35,7 +35,14 @@ from purrsight.inference.export import export_bundle, model_from_checkpoint, rea
 from purrsight.inference.generate import build_items
 from purrsight.inference.predictor import ANSWER_START, AROUSALS, Predictor, answer_start
 from purrsight.inference.report_parse import parse_report
-from purrsight.report import UNSURE, Report
+from purrsight.report import (
+    ANSWER_FIELDS,
+    READING_FIELDS,
+    UNSURE,
+    Report,
+    compose_summary,
+    label_advice,
+)
 from purrsight.train.phase2 import run_phase2
 from test_phase2_train import _make_aligner, _make_data, _make_llm_folder
 from video_fixture import write_test_video
@@ -159,7 +166,9 @@ def test_bundle_is_self_describing(trained, bundle) -> None:
     assert info["llm"]["identity"].startswith("llm:")
     assert info["lora"]["r"] == 4 and info["lora"]["target_modules"] == config.lora_target_modules
     assert info["encoders"]["image"]["identity"].startswith("hf-image:")
-    assert info["prompt"]["system_prompt"] and info["inference"]["unsure_threshold"] == 0.4
+    assert info["prompt"]["system_prompt"] == SYSTEM_PROMPT
+    assert info["prompt"]["answer_fields"] == list(ANSWER_FIELDS)
+    assert info["inference"]["unsure_threshold"] == 0.4
     adapter = json.loads((bundle / ADAPTER_CONFIG).read_text())
     assert adapter["peft_type"] == "LORA" and adapter["r"] == 4
     assert info["source"]["global_step"] == 2
@@ -517,3 +526,25 @@ def test_tree_layout_sees_prompt_ancestors_and_own_branch_only() -> None:
     assert lay.sees.int().tolist() == expected
     with pytest.raises(ValueError, match="block 1: empty, or its parent 1 is not earlier"):
         _layout(2, [Block([1]), Block([2], parent=1)])
+
+
+def test_a_reading_only_answer_gets_a_summary_of_what_was_given(predictor, media) -> None:
+    """A bundle trained to write only its reading (``answer_fields``): the summary is
+    composed from the evidence after the cues of absent inputs are dropped, so a photo's
+    report never mentions a sound; the advice comes from the advice table."""
+    prepared = predictor.prepare(image=media["image"])
+    probs, _ = predictor.label_probabilities([prepared])
+    top = predictor.labels[int(probs[0].argmax())]
+    evidence = {"ears": "flattened", "eyes": None, "tail": "puffed", "posture": None}
+    rest = json.dumps({"evidence": {**evidence, "vocalization": "hiss"}}, separators=(",", ":"))
+    text = answer_start(top, "high") + rest[2:]
+    result = parse_report(text, predictor.labels, modalities=prepared.modalities)
+    before = predictor.answer_fields
+    predictor.answer_fields = READING_FIELDS
+    try:
+        report = predictor._generated_prediction(prepared, result, probs[0]).report
+    finally:
+        predictor.answer_fields = before
+    assert report.summary == compose_summary(top, report.evidence)
+    assert "flattened" in report.summary and "hiss" not in report.summary
+    assert report.advice.endswith(label_advice(top))

@@ -27,6 +27,7 @@ from purrsight.data.instruction import (
     make_item,
 )
 from purrsight.data.manifest import parse_line
+from purrsight.report import ANSWER_FIELDS, READING_FIELDS, Evidence, compose_summary
 from qwen_fixture import (
     QWEN2_PATTERN,
     byte_tokenizer,
@@ -118,7 +119,9 @@ def test_prompt_is_the_tokenizers_own_chat_template(tokenizer) -> None:
     )
     end = rendered.index(tokenizer.eos_token, rendered.index(RESPONSE)) + len(tokenizer.eos_token)
     assert tokenizer.decode(ids) == rendered[:end]
-    assert SYSTEM_PROMPT in rendered and "JSON" in SYSTEM_PROMPT
+    # An empty system turn, given explicitly: the template's own default system prompt
+    # ("You are Qwen, ...", "You are a helpful AI assistant named SmolLM, ...") stays out.
+    assert SYSTEM_PROMPT == "" and "You are" not in rendered
 
 
 def test_only_the_answer_and_end_token_are_learned(tokenizer) -> None:
@@ -283,3 +286,31 @@ def test_encode_sample_uses_the_report_json(tokenizer, tmp_path) -> None:
     labelled = item["input_ids"][item["labels"] != IGNORE_INDEX].tolist()
     assert tokenizer.decode(labelled) == sample.response_json() + tokenizer.eos_token
     assert item["id"] == "s-1" and list(item["placeholders"]) == ["image"]
+
+
+def test_answer_starts_with_the_emotion_and_leaves_out_what_is_derived(tokenizer, tmp_path):
+    """The learned text is the answer, emotion first (label scoring reads it right after
+    the prompt), without confidence, alternatives, welfare_alert or modalities; with
+    ``answer_fields`` = the reading, without summary and advice too."""
+    (tmp_path / "a.jpg").write_bytes(b"")
+    report = {**json.loads(RESPONSE), "alternatives": [{"emotion": "aggressive", "p": 0.1}]}
+    line = json.dumps({"id": "s-1", "image": "a.jpg", "response": report})
+    sample = parse_line(line, tmp_path, "train.jsonl:1", None)
+    full = json.loads(sample.response_json())
+    assert list(full) == list(ANSWER_FIELDS) and full["emotion"] == "fearful"
+    assert sample.response_json().startswith('{"emotion":"fearful","arousal":"high",')
+    item = encode_sample(
+        sample, tokenizer, {"image": torch.ones(5)}, K, 1024, answer_fields=READING_FIELDS
+    )
+    learned = tokenizer.decode(item["input_ids"][item["labels"] != IGNORE_INDEX].tolist())
+    reading = json.loads(learned.removesuffix(tokenizer.eos_token))
+    assert list(reading) == ["emotion", "arousal", "evidence"]
+    assert reading["evidence"]["ears"] == "flattened"
+
+
+def test_composed_summary_names_only_the_reported_cues() -> None:
+    evidence = Evidence(ears="flattened", tail=None, vocalization="hiss")
+    summary = compose_summary("in_pain", evidence)
+    assert summary == "The cat seems in pain: ears flattened, sound: hiss."
+    assert "tail" not in summary and "eyes" not in summary
+    assert compose_summary("content", Evidence()) == "The cat seems content."

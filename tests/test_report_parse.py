@@ -83,14 +83,14 @@ def test_truncated_json_is_closed_and_marked_repaired():
 
 
 def test_truncated_json_is_valid_only_if_the_schema_accepts_it():
-    # Cut before `advice`: the JSON closes, but a required field is missing.
-    cut = TEXT[: TEXT.index('"advice"') + 3]
+    # Cut before `evidence`: the JSON closes, but a required field is missing.
+    cut = TEXT[: TEXT.index('"evidence"') + 3]
     closed, repairs = repair_json(cut)
-    assert json.loads(closed)["summary"] == REPORT["summary"]
+    assert json.loads(closed)["arousal"] == REPORT["arousal"]
     assert repairs == ["closed truncated output"]
     result = parse_report(cut, LABELS)
     assert result.status == "invalid" and result.report is None
-    assert "advice: Field required" in result.error
+    assert "evidence: Field required" in result.error
 
     # A number cut off mid-way is dropped, never guessed ("0." is not 0.81).
     cut = TEXT[: TEXT.index("0.81") + 2]

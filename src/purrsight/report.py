@@ -6,6 +6,7 @@ JSON a model generates, so nothing that does not parse is passed on as a report.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -99,8 +100,10 @@ class Report(BaseModel):
     emotion: str
     arousal: Arousal
     evidence: Evidence
-    summary: str
-    advice: str
+    summary: str = ""
+    """Empty only in a report parsed from an answer the model was not trained to write it
+    in (``answer_fields``); the predictor then composes it from the evidence."""
+    advice: str = ""
     confidence: float | None = Field(default=None, ge=0.0, le=1.0)
     """Label scoring's probability for ``emotion``; None in a report parsed from generated
     text alone (the model does not write numbers: a scorer gives them)."""
@@ -121,9 +124,29 @@ class Report(BaseModel):
 # and alternatives from label scoring, welfare_alert from the label, modalities from the
 # request), so training never spends tokens teaching the model to copy them.
 ANSWER_FIELDS: tuple[str, ...] = ("emotion", "arousal", "evidence", "summary", "advice")
+READING_FIELDS: tuple[str, ...] = ANSWER_FIELDS[:3]
+"""The least a model writes: what it reads from the cat. Label scoring reads the first two."""
 
 
-def answer_json(report: Report) -> str:
-    """The assistant's answer for ``report``: compact JSON of :data:`ANSWER_FIELDS`
-    (~78 SmolLM2 tokens on the demo data; the whole report is ~127)."""
-    return report.model_dump_json(include=set(ANSWER_FIELDS))
+def answer_json(report: Report, fields: Sequence[str] = ANSWER_FIELDS) -> str:
+    """The assistant's answer for ``report``: compact JSON of ``fields`` (in
+    :data:`ANSWER_FIELDS` order). On the demo data all five are ~78 SmolLM2 tokens, the
+    reading alone ~45; the whole report is ~127."""
+    return report.model_dump_json(include=set(fields))
+
+
+_CUE_PHRASES = {
+    "ears": "ears {}",
+    "eyes": "eyes {}",
+    "tail": "tail {}",
+    "posture": "posture {}",
+    "vocalization": "sound: {}",
+}
+
+
+def compose_summary(emotion: str, evidence: Evidence) -> str:
+    """A summary from the emotion and the cues actually reported (null cues, e.g. of an
+    input not given, are never mentioned)."""
+    cues = [_CUE_PHRASES[k].format(v) for k, v in evidence.model_dump().items() if v]
+    seems = f"The cat seems {emotion.replace('_', ' ')}"
+    return f"{seems}: {', '.join(cues)}." if cues else f"{seems}."

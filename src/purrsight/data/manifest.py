@@ -8,14 +8,14 @@ reported as ``<file>:<line>: <reason>``.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from purrsight.report import Report, answer_json
+from purrsight.report import ANSWER_FIELDS, Report, answer_json
 
 MEDIA_FIELDS = ("image", "audio", "video")
 
@@ -79,11 +79,11 @@ class Sample:
             return self.response.summary
         return self.response
 
-    def response_json(self) -> str:
+    def response_json(self, fields: Sequence[str] = ANSWER_FIELDS) -> str:
         """The response exactly as the assistant should write it (a report: its
-        :func:`~purrsight.report.answer_json`)."""
+        :func:`~purrsight.report.answer_json` of ``fields``)."""
         if isinstance(self.response, Report):
-            return answer_json(self.response)
+            return answer_json(self.response, fields)
         return self.response
 
 

@@ -237,6 +237,7 @@ def _write(
         "prompt": {
             "system_prompt": SYSTEM_PROMPT,
             "instruction": config.inference.instruction,
+            "answer_fields": list(config.answer_fields),
         },
         "inference": config.inference.model_dump(),
         "media": config.media.model_dump(),

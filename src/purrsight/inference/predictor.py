@@ -77,11 +77,13 @@ from purrsight.inference.report_parse import parse_report
 from purrsight.inference.scoring import score_option_pairs
 from purrsight.progress import Progress
 from purrsight.report import (
+    ANSWER_FIELDS,
     UNSURE,
     VET_ADVICE,
     Alternative,
     Evidence,
     Report,
+    compose_summary,
     label_advice,
 )
 
@@ -167,7 +169,10 @@ class Predictor:
             self.settings["unsure_threshold"] = unsure_threshold
         self.media = MediaConfig.model_validate(info.get("media", {}))
         self.max_new_tokens = int(max_new_tokens or info["generation"]["max_new_tokens"])
-        self.system_prompt = info.get("prompt", {}).get("system_prompt", SYSTEM_PROMPT)
+        prompt = info.get("prompt", {})
+        self.system_prompt = prompt.get("system_prompt", SYSTEM_PROMPT)
+        self.answer_fields = tuple(prompt.get("answer_fields", ANSWER_FIELDS))
+        """What the model writes; the rest of a report is composed (see _generated_prediction)."""
         self._encoders: dict[str, Any] = {}
 
     @classmethod
@@ -400,12 +405,14 @@ class Predictor:
         probabilities = self._as_dict(probs)
         emotion, confidence, alternatives = self._verdict(probs)
         repairs = list(result.repairs)
+        evidence, dropped = _observable(generated.evidence, p.features)
         summary, advice = generated.summary, generated.advice
         if emotion != generated.emotion:
             # Unsure: the text was written on from the top label, which is not likely
             # enough to be the answer; the summary says so instead.
             summary, advice = self._templated(emotion, probs)
-        evidence, dropped = _observable(generated.evidence, p.features)
+        elif "summary" not in self.answer_fields:  # composed from what the model read
+            summary, advice = compose_summary(emotion, evidence), label_advice(emotion)
         repairs += [f"dropped {cue} (no {CUE_MODALITY[cue]} given)" for cue in dropped]
         report = self._finish(
             evidence=evidence,

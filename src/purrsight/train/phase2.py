@@ -48,6 +48,7 @@ from purrsight.data.manifest import Sample
 from purrsight.memory import release_freed_memory
 from purrsight.models.weight_spill import remove_stale_spills
 from purrsight.precision import with_resolved_precision
+from purrsight.threads import configure as adapt_threads
 from purrsight.train.checkpointing import (
     EPOCH_FILENAME,
     LAST_NAME,
@@ -169,6 +170,7 @@ def _run(
     # on, so hparams, MLflow params and logs/config.yaml record what ran, never "auto".
     config, precision = with_resolved_precision(config)
     log.info("precision: %s (%s)", precision.precision, precision.reason)
+    adapt_threads()  # the CLI's decision, or this process's own; re-checked every 30 s
     plan = plan_run(config, config_path, resume)
 
     import lightning as L
@@ -310,7 +312,12 @@ def _datasets(config: Config, train, train_feats, val, val_feats, tokenizer):
 
     def dataset(samples: list[Sample], feats) -> InstructionDataset:
         ds = InstructionDataset(
-            samples, feats, tokenizer, config.num_soft_tokens, config.max_text_length
+            samples,
+            feats,
+            tokenizer,
+            config.num_soft_tokens,
+            config.max_text_length,
+            config.answer_fields,
         )
         if ds.truncated:
             log.warning(

@@ -33,6 +33,7 @@ from purrsight.data.manifest import ManifestError, Sample
 from purrsight.data.packing import collate_packed
 from purrsight.models.aligner import Aligner
 from purrsight.models.modes import eval_mode
+from purrsight.report import ANSWER_FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,7 @@ class InstructionDataset(Dataset):
         tokenizer: Any,
         num_tokens: int,
         max_length: int,
+        answer_fields: Sequence[str] = ANSWER_FIELDS,
     ) -> None:
         if [s.id for s in samples] != aligned.ids:
             raise ValueError("samples and aligned features are not in the same order")
@@ -126,7 +128,14 @@ class InstructionDataset(Dataset):
         self.truncated = 0
         """Samples whose response was cut to fit ``max_length``."""
         for i, sample in enumerate(samples):
-            item = encode_sample(sample, tokenizer, aligned.row(i), num_tokens, max_length)
+            item = encode_sample(
+                sample,
+                tokenizer,
+                aligned.row(i),
+                num_tokens,
+                max_length,
+                answer_fields=answer_fields,
+            )
             self.truncated += item["truncated"]
             self.items.append(item)
 

@@ -210,7 +210,12 @@ def check_data_pipeline(ctx: ValidationContext) -> str:
         samples, ctx.encoders, ctx.aligner, config.media, len(samples), "validate"
     )
     dataset = InstructionDataset(
-        samples, feats, ctx.tokenizer, config.num_soft_tokens, config.max_text_length
+        samples,
+        feats,
+        ctx.tokenizer,
+        config.num_soft_tokens,
+        config.max_text_length,
+        config.answer_fields,
     )
     pad = int(ctx.tokenizer.pad_token_id)
     loader = build_loader(dataset, len(samples), pad, 0, config.seed, train=False)
