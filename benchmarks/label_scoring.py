@@ -70,11 +70,11 @@ def main(argv: list[str] | None = None) -> int:
         probabilities: dict[str, torch.Tensor] = {}
         for _ in range(args.rounds):
             for name, module in variants.items():
-                predictor_module.score_option_pairs = module.score_option_pairs
+                predictor_module.score_options = module.score_options
                 started = time.perf_counter()
-                probabilities[name], _ = predictor.label_probabilities(prepared)
+                probabilities[name] = predictor.label_probabilities(prepared)
                 seconds[name].append(time.perf_counter() - started)
-    predictor_module.score_option_pairs = current.score_option_pairs
+    predictor_module.score_options = current.score_options
     current_p, other_p = probabilities["current"], probabilities[args.against]
     result = {
         "samples": len(prepared),

@@ -24,6 +24,7 @@ import sys
 import time
 import wave
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -62,17 +63,27 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-def time_calls(predictor: Predictor, request: dict, mode: str, runs: int) -> dict[str, float]:
+STAGES = ("decode", "encoders", "aligner", "label_scoring", "generation")
+"""Where a call's time goes (``Prediction.timings``): media decoding, the frozen encoders,
+the aligner heads, the LLM's label-scoring pass (prompt prefill + every label), and the
+report's KV-cached decode loop (its own prefill included)."""
+
+
+def time_calls(predictor: Predictor, request: dict, mode: str, runs: int) -> dict[str, Any]:
     predictor.predict(**request, mode=mode)  # warm-up: encoders built, caches allocated
-    seconds = []
+    seconds, stages = [], {name: 0.0 for name in STAGES}
     for _ in range(runs):
         t0 = time.perf_counter()
-        predictor.predict(**request, mode=mode)
+        timings = predictor.predict(**request, mode=mode).timings
         seconds.append(time.perf_counter() - t0)
+        for name in STAGES:
+            stages[name] += timings.get(name, 0.0)
+    total = sum(seconds)
     return {
         "p50_ms": 1000 * statistics.median(seconds),
         "p95_ms": 1000 * percentile(seconds, 95),
         "runs": runs,
+        "share": {name: round(v / total, 3) for name, v in stages.items() if v},
     }
 
 
@@ -114,6 +125,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--data", help="a JSONL split for int8 vs fp32 label agreement")
     parser.add_argument("--agree", type=int, default=21, help="samples for the agreement")
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "32"),
+        default="auto",
+        help="the non-int8 bundle's compute dtype (auto: bf16 where the CPU does it natively)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
     if args.threads:
@@ -129,7 +146,11 @@ def main(argv: list[str] | None = None) -> int:
             export_bundle(args.checkpoint, int8_dir, quantize="int8")
     if not fp32_dir or not int8_dir:
         parser.error("give --checkpoint, or both --fp32 and --int8")
-    predictors = {"fp32": Predictor.from_bundle(fp32_dir), "int8": Predictor.from_bundle(int8_dir)}
+    predictors = {
+        "fp32": Predictor.from_bundle(fp32_dir, precision=args.precision),
+        "int8": Predictor.from_bundle(int8_dir),
+    }
+    compute = str(next(predictors["fp32"].bundle.model.llm.parameters()).dtype)
     request = {"image": cat_photo(), "audio": meow()}
     rows = []
     for path, mode, runs in (
@@ -143,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     int8_info = predictors["int8"].bundle.info
     result = {
         "cpu_threads": torch.get_num_threads(),
+        "fp32_bundle_computes_in": compute.removeprefix("torch."),
         "llm": int8_info["llm"]["name"],
         "latency": rows,
         "sizes_mb": int8_info["quantization"],
@@ -154,12 +176,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"torch threads: {result['cpu_threads']}, LLM: {result['llm']}")
-    print(f"{'path':15s} {'weights':8s} {'p50 ms':>9s} {'p95 ms':>9s} {'runs':>5s}")
+    print(
+        f"torch threads: {result['cpu_threads']}, LLM: {result['llm']}, the fp32 bundle "
+        f"computes in {result['fp32_bundle_computes_in']} (--precision {args.precision})"
+    )
+    print(f"{'path':15s} {'weights':8s} {'p50 ms':>9s} {'p95 ms':>9s} {'runs':>5s}  share of time")
     for row in rows:
+        shares = ", ".join(f"{k} {100 * v:.0f} %" for k, v in row["share"].items())
         print(
             f"{row['path']:15s} {row['precision']:8s} {row['p50_ms']:9.0f} "
-            f"{row['p95_ms']:9.0f} {row['runs']:5d}"
+            f"{row['p95_ms']:9.0f} {row['runs']:5d}  {shares}"
         )
     sizes = result["sizes_mb"]
     print(f"LLM weights: fp32 {sizes['llm_fp32_mb']:.1f} MB, int8 {sizes['llm_int8_mb']:.1f} MB")

@@ -98,7 +98,8 @@ class Report(BaseModel):
     # prefix the model never wrote) and generation continues from the scored label; the
     # fields after them come from label scoring and the request, never from generated text.
     emotion: str
-    arousal: Arousal
+    arousal: Arousal | None = None
+    """None where nothing was generated (label scoring alone reads only the emotion)."""
     evidence: Evidence
     summary: str = ""
     """Empty only in a report parsed from an answer the model was not trained to write it

@@ -33,14 +33,14 @@ Media limits (bytes, pixels, seconds) come from the bundle and are enforced by
 
 Modes:
 
-* ``"labels"``: one forward pass over the prompt and every label's tokens (each with its
-  three arousals) under a tree attention mask (:mod:`purrsight.inference.scoring`): no
-  generation. An answer starts with its emotion (:data:`purrsight.report.ANSWER_FIELDS`),
-  so these are the model's own first words. The report's emotion, confidence,
-  alternatives and arousal come from the scores; its evidence is empty (nothing was
-  generated) and summary/advice are templated from the label.
+* ``"labels"``: one forward pass over the prompt and every label's tokens under a tree
+  attention mask (:mod:`purrsight.inference.scoring`): no generation. An answer starts
+  with its emotion (:data:`purrsight.report.ANSWER_FIELDS`), so these are the model's own
+  first words. The report's emotion, confidence and alternatives come from the scores;
+  its arousal and evidence are empty (nothing was generated) and summary/advice are
+  templated from the label.
 * ``"report"``: label scoring as above, then greedy KV-cached generation that continues
-  the answer from the scored emotion and arousal (evidence, summary, advice), parsed and
+  the answer from the scored emotion (arousal, evidence, summary, advice), parsed and
   validated (repairs recorded). The emotion is the scored one by construction, its
   confidence the model's probability for it; cues of an input not given (a vocalization
   for a photo alone) are dropped. A generation that does not parse gives
@@ -57,9 +57,10 @@ Shapes: e = aligned feature size.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -74,7 +75,8 @@ from purrsight.inference.bundle import LoadedBundle, load_bundle
 from purrsight.inference.errors import BundleError, InputError
 from purrsight.inference.generate import build_items, generate_texts
 from purrsight.inference.report_parse import parse_report
-from purrsight.inference.scoring import score_option_pairs
+from purrsight.inference.scoring import score_options
+from purrsight.precision import cpu_features_summary, inference_dtype
 from purrsight.progress import Progress
 from purrsight.report import (
     ANSWER_FIELDS,
@@ -91,16 +93,31 @@ log = logging.getLogger(__name__)
 
 Mode = Literal["report", "labels"]
 Status = Literal["valid", "repaired", "invalid", "labels"]
-AROUSALS = ("low", "medium", "high")
-# An answer opens with its emotion, then its arousal (purrsight.report.ANSWER_FIELDS), so
-# label scoring reads both straight after the prompt: each label once, each arousal on top
-# of it (a tree of L + 3L options). Every option is closed with the text that follows it in
-# an answer, so it ends where the model would end it ("fear" cannot win by being a prefix
-# of "fearful").
+# An answer opens with its emotion (purrsight.report.ANSWER_FIELDS), so label scoring reads
+# it straight after the prompt: every label once, as a tree after the prompt. Each option is
+# closed with the text that follows it in an answer, so it ends where the model would end
+# it ("fear" cannot win by being a prefix of "fearful"). Arousal is not scored (it cost
+# 60 % of the tokens of a label-scoring pass); generation writes it.
 ANSWER_START = '{"emotion":"'
-SCORE_BATCH = 4  # prompts scored together (rows of prompt + L labels + 3L arousals)
+SCORE_BATCH = 8  # prompts scored together (rows of prompt + L labels)
 GENERATE_BATCH = 8
 MAX_ALTERNATIVES = 3
+
+
+class StageClock:
+    """Seconds spent per named stage, summed over the stage's uses."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            spent = time.perf_counter() - started
+            self.seconds[name] = self.seconds.get(name, 0.0) + spent
 
 
 @dataclass
@@ -113,6 +130,8 @@ class Prepared:
     """What the report lists: the inputs the caller gave (image, audio, video, text)."""
     instruction: str
     seconds: float = 0.0
+    stages: dict[str, float] = field(default_factory=dict)
+    """Seconds per stage of preparing it: ``decode``, ``encoders``, ``aligner``."""
 
 
 @dataclass
@@ -183,13 +202,18 @@ class Predictor:
         *,
         unsure_threshold: float | None = None,
         max_new_tokens: int | None = None,
+        precision: str = "auto",
     ) -> Predictor:
-        """Load the bundle folder ``path`` (see :mod:`purrsight.inference.bundle`)."""
-        return cls(
-            load_bundle(path, device),
-            unsure_threshold=unsure_threshold,
-            max_new_tokens=max_new_tokens,
-        )
+        """Load the bundle folder ``path`` (see :mod:`purrsight.inference.bundle`).
+        ``precision``: ``auto`` computes in bf16 where the device does it natively
+        (:func:`purrsight.precision.inference_dtype`), ``32`` in fp32; int8 bundles
+        keep their own (dynamic int8 with fp32 activations)."""
+        bundle = load_bundle(path, device)
+        dtype = inference_dtype(precision, torch.device(device).type)
+        if bundle.info["llm"]["kind"] != "int8" and dtype != torch.float32:
+            bundle.model.llm.to(dtype)
+            log.debug("the LLM computes in %s (%s)", dtype, cpu_features_summary())
+        return cls(bundle, unsure_threshold=unsure_threshold, max_new_tokens=max_new_tokens)
 
     # ------------------------------------------------------------------ properties
 
@@ -248,6 +272,7 @@ class Predictor:
     ) -> Prepared:
         """Decode and encode one request: aligned features for the prompt."""
         started = time.perf_counter()
+        clock = StageClock()
         if video is not None and (image is not None or audio is not None):
             raise InputError("give a video, or an image and/or audio, not both")
         if image is None and audio is None and video is None:
@@ -260,37 +285,46 @@ class Predictor:
         features: dict[str, torch.Tensor] = {}
         media = self.media
         if video is not None:
-            encoder = self._encoder("image", "video")
-            clip = load_video(
-                video,
-                self._audio_rate() if "audio" in self.modalities else 16000,
-                num_frames=int(self.settings.get("video_frames", 8)),
-                max_seconds=media.max_video_seconds,
-                max_bytes=media.max_file_bytes,
-                max_pixels=media.max_image_pixels,
-            )
-            frames = self._align("image", encoder(clip.frames))  # [f, e]
+            self._encoder("image", "video")  # a bundle without an image encoder says so now
+            with clock.stage("decode"):
+                clip = load_video(
+                    video,
+                    self._audio_rate() if "audio" in self.modalities else 16000,
+                    num_frames=int(self.settings.get("video_frames", 8)),
+                    max_seconds=media.max_video_seconds,
+                    max_bytes=media.max_file_bytes,
+                    max_pixels=media.max_image_pixels,
+                )
+            frames = self._encode_align("image", clip.frames, clock)  # [f, e]
             # The mean direction of the frames' unit vectors, back on the unit sphere
             # (the projector was trained on unit vectors).
             features["image"] = F.normalize(frames.mean(dim=0), dim=-1)
             if clip.audio is not None and "audio" in self.modalities:
-                features["audio"] = self._align("audio", self._encoder("audio")([clip.audio]))[0]
+                features["audio"] = self._encode_align("audio", [clip.audio], clock)[0]
             modalities.append("video")
         if image is not None:
-            encoder = self._encoder("image")
-            picture = load_image(image, media.max_image_pixels, media.max_file_bytes)
-            features["image"] = self._align("image", encoder([picture]))[0]
+            with clock.stage("decode"):
+                picture = load_image(image, media.max_image_pixels, media.max_file_bytes)
+            features["image"] = self._encode_align("image", [picture], clock)[0]
             modalities.append("image")
         if audio is not None:
-            encoder = self._encoder("audio")
-            wave = load_audio(
-                audio, encoder.sample_rate, media.max_audio_seconds, media.max_file_bytes
-            )
-            features["audio"] = self._align("audio", encoder([wave]))[0]
+            rate = self._encoder("audio").sample_rate
+            with clock.stage("decode"):
+                wave = load_audio(audio, rate, media.max_audio_seconds, media.max_file_bytes)
+            features["audio"] = self._encode_align("audio", [wave], clock)[0]
             modalities.append("audio")
         if text and text.strip():
             modalities.append("text")
-        return Prepared(features, modalities, instruction, time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        return Prepared(features, modalities, instruction, seconds, clock.seconds)
+
+    def _encode_align(self, modality: str, inputs: list, clock: StageClock) -> torch.Tensor:
+        """[n, e] aligned features of ``inputs`` (decoded media), timed per stage."""
+        encoder = self._encoder(modality)  # loaded once, on first use: not a stage
+        with clock.stage("encoders"):
+            raw = encoder(inputs)
+        with clock.stage("aligner"):
+            return self._align(modality, raw)
 
     def predict_prepared(
         self, prepared: Sequence[Prepared], *, mode: Mode = "report", progress: str | None = None
@@ -301,17 +335,18 @@ class Predictor:
         if not prepared:
             return []
         started = time.perf_counter()
+        clock = StageClock()
         if mode == "labels":
-            probs, arousal = self.label_probabilities(prepared, progress=progress)
-            out = [
-                self._labels_prediction(p, probs[i], arousal[i], "labels")
-                for i, p in enumerate(prepared)
-            ]
+            with clock.stage("label_scoring"):
+                probs = self.label_probabilities(prepared, progress=progress)
+            out = [self._labels_prediction(p, probs[i], "labels") for i, p in enumerate(prepared)]
         else:
-            out = self._report_predictions(prepared, progress)
+            out = self._report_predictions(prepared, progress, clock)
         model_seconds = time.perf_counter() - started
         for p, prediction in zip(prepared, out, strict=True):
             prediction.timings = {
+                **p.stages,
+                **clock.seconds,  # the whole batch's (per request when it was one)
                 "prepare": p.seconds,
                 "model": model_seconds,
                 "total": p.seconds + model_seconds,
@@ -320,35 +355,23 @@ class Predictor:
 
     def label_probabilities(
         self, prepared: Sequence[Prepared], progress: str | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Label scoring without generation: ([b, L] label probabilities, [b, 3] arousal
-        probabilities low/medium/high given the most likely label), read where an answer
-        starts: its emotion, then its arousal, scored jointly as a tree. ``progress``: as
-        in :meth:`predict_prepared`."""
-        firsts = [f'{label}","arousal":"' for label in self.labels]
-        seconds = [f'{a}","' for a in AROUSALS]
+    ) -> torch.Tensor:
+        """Label scoring without generation: [b, L] label probabilities, read where an
+        answer starts (its emotion), every label in one pass under a tree mask.
+        ``progress``: as in :meth:`predict_prepared`."""
+        options = [f'{label}","' for label in self.labels]
         items = self._items(prepared)
         shown = Progress(progress, len(items), log, unit="sample") if progress else None
         chunks = []
         for start in range(0, len(items), SCORE_BATCH):
             chunk = items[start : start + SCORE_BATCH]
+            prefixes = [ANSWER_START] * len(chunk)
             chunks.append(
-                score_option_pairs(
-                    self.bundle.model,
-                    self.bundle.tokenizer,
-                    chunk,
-                    ANSWER_START,
-                    firsts,
-                    seconds,
-                )
+                score_options(self.bundle.model, self.bundle.tokenizer, chunk, prefixes, options)
             )
             if shown is not None:
                 shown.update(start + len(chunk))
-        joint = torch.cat(chunks).flatten(1).softmax(dim=-1).view(-1, len(firsts), len(seconds))
-        probs = joint.sum(dim=2)  # [b, L]
-        top = probs.argmax(dim=1)
-        arousal = joint[torch.arange(len(top)), top]  # [b, 3]: the top label's arousals
-        return probs, arousal / arousal.sum(dim=1, keepdim=True)
+        return torch.cat(chunks).softmax(dim=-1)
 
     # ------------------------------------------------------------------ internals
 
@@ -365,36 +388,35 @@ class Predictor:
             raise InputError(str(err)) from None
 
     def _report_predictions(
-        self, prepared: Sequence[Prepared], progress: str | None = None
+        self, prepared: Sequence[Prepared], progress: str | None, clock: StageClock
     ) -> list[Prediction]:
         """Label scoring first; then each answer is generated on from the scored label and
         its arousal, so the report's emotion is the scored one by construction and its
         text (evidence, summary, advice) is written for that emotion."""
         bundle = self.bundle
-        probs, arousal = self.label_probabilities(prepared, progress=progress)
-        starts = [
-            answer_start(self.labels[int(p.argmax())], AROUSALS[int(a.argmax())])
-            for p, a in zip(probs, arousal, strict=True)
-        ]
-        texts, _ = generate_texts(
-            bundle.model,
-            bundle.tokenizer,
-            [p.features for p in prepared],
-            [p.instruction for p in prepared],
-            int(bundle.info["num_soft_tokens"]),
-            max_new_tokens=self.max_new_tokens,
-            batch_size=GENERATE_BATCH,
-            system_prompt=self.system_prompt,
-            progress=progress,
-            prefixes=starts,
-        )
+        with clock.stage("label_scoring"):
+            probs = self.label_probabilities(prepared, progress=progress)
+        starts = [answer_start(self.labels[int(p.argmax())]) for p in probs]
+        with clock.stage("generation"):
+            texts, _ = generate_texts(
+                bundle.model,
+                bundle.tokenizer,
+                [p.features for p in prepared],
+                [p.instruction for p in prepared],
+                int(bundle.info["num_soft_tokens"]),
+                max_new_tokens=self.max_new_tokens,
+                batch_size=GENERATE_BATCH,
+                system_prompt=self.system_prompt,
+                progress=progress,
+                prefixes=starts,
+            )
         out = []
         for i, (p, text) in enumerate(zip(prepared, texts, strict=True)):
             result = parse_report(text, self.labels, modalities=p.modalities)
             if result.report is not None:
                 out.append(self._generated_prediction(p, result, probs[i]))
                 continue
-            prediction = self._labels_prediction(p, probs[i], arousal[i], "invalid")
+            prediction = self._labels_prediction(p, probs[i], "invalid")
             prediction.error, prediction.raw_text = result.error, result.raw
             out.append(prediction)
         return out
@@ -428,15 +450,13 @@ class Predictor:
         status: Status = "repaired" if repairs else result.status
         return Prediction(report, probabilities, status, None, result.raw, tuple(repairs))
 
-    def _labels_prediction(
-        self, p: Prepared, probs: torch.Tensor, arousal: torch.Tensor, status: Status
-    ) -> Prediction:
+    def _labels_prediction(self, p: Prepared, probs: torch.Tensor, status: Status) -> Prediction:
         probabilities = self._as_dict(probs)
         emotion, confidence, alternatives = self._verdict(probs)
         summary, advice = self._templated(emotion, probs)
         report = self._finish(
             evidence=Evidence(),
-            arousal=AROUSALS[int(arousal.argmax())],
+            arousal=None,  # not read: label scoring stops at the emotion
             emotion=emotion,
             confidence=confidence,
             alternatives=alternatives,
@@ -569,7 +589,7 @@ def _request_kwargs(request: dict[str, Any]) -> dict[str, Any]:
     return {k: request.get(k) for k in ("image", "audio", "video", "text")}
 
 
-def answer_start(emotion: str, arousal: str) -> str:
-    """The first fields of an answer, as training wrote them (``answer_json``): generation
-    continues from here, at the evidence."""
-    return f'{ANSWER_START}{emotion}","arousal":"{arousal}","'
+def answer_start(emotion: str) -> str:
+    """An answer's first field as training wrote it (``answer_json``): generation continues
+    from here (arousal, evidence, …)."""
+    return f'{ANSWER_START}{emotion}","'
