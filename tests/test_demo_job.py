@@ -13,15 +13,15 @@ from purrsight.train.demo_job import run_demo
 from qwen_fixture import byte_tokenizer, tiny_llama
 
 
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory, tiny_encoder_dirs):
-    root = tmp_path_factory.mktemp("demo")
+def tiny_demo_overrides(root: Path, tiny_encoder_dirs: dict[str, Path]) -> list[str]:
+    """``--set`` overrides that make ``purrsight demo`` run on tiny models under ``root``
+    (also used by the progress test that runs the demo as a subprocess)."""
     llm = root / "tiny-llama"
     tokenizer = byte_tokenizer()
     tiny_llama(len(tokenizer)).save_pretrained(llm)
     tokenizer.save_pretrained(llm)
     data = root / "data"
-    overrides = [
+    return [
         *(f"encoders.{m}={{type: hf, path: {tiny_encoder_dirs[m]}}}" for m in tiny_encoder_dirs),
         f"llm_model_name={llm}",
         f"data_dir={data}",
@@ -32,7 +32,6 @@ def demo_run(tmp_path_factory, tiny_encoder_dirs):
         "phase1.embed_dim=16",
         "phase1.head_hidden_dim=32",
         f"output_dir={root / 'outputs'}",
-        f"mlflow.tracking_uri={root / 'mlruns'}",
         f"demo.summary_path={root / 'outputs' / 'demo' / 'summary.json'}",
         "demo.n=28",
         "num_epochs=1",
@@ -45,6 +44,15 @@ def demo_run(tmp_path_factory, tiny_encoder_dirs):
         "max_new_tokens=8",
         "preview_samples=0",
         "num_workers=0",
+    ]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory, tiny_encoder_dirs):
+    root = tmp_path_factory.mktemp("demo")
+    overrides = [
+        *tiny_demo_overrides(root, tiny_encoder_dirs),
+        f"mlflow.tracking_uri={root / 'mlruns'}",
         "precision=32",
         "feature_cache=true",  # as config/demo.yaml: Phase 2 and the reports read it
         f"feature_cache_dir={root / 'cache'}",

@@ -16,7 +16,7 @@ import yaml
 from purrsight.config import load_config
 from purrsight.progress import Progress, format_duration, format_value
 from purrsight.train.phase2 import run_phase2
-from qwen_fixture import byte_tokenizer, tiny_llama
+from test_demo_job import tiny_demo_overrides
 from test_phase2_train import MODALITIES, _make_aligner, _make_data, _make_llm_folder
 
 LOGGER = "purrsight.test_progress"
@@ -221,36 +221,7 @@ def test_phase2_writes_progress_lines_with_eta_to_the_training_log(phase2_log: s
 
 def _tiny_demo_config(root: Path, tiny_encoder_dirs: dict[str, Path]) -> Path:
     """A config file for ``purrsight demo`` on tiny models (as tests/test_demo_job.py)."""
-    llm = root / "tiny-llama"
-    tokenizer = byte_tokenizer()
-    tiny_llama(len(tokenizer)).save_pretrained(llm)
-    tokenizer.save_pretrained(llm)
-    data = root / "data"
-    overrides = [
-        *(f"encoders.{m}={{type: hf, path: {tiny_encoder_dirs[m]}}}" for m in tiny_encoder_dirs),
-        f"llm_model_name={llm}",
-        f"data_dir={data}",
-        f"phase1.data_dir={data}",
-        f"phase1.output_dir={root / 'alignment'}",
-        "phase1.epochs=1",
-        "phase1.batch_size=8",
-        "phase1.embed_dim=16",
-        "phase1.head_hidden_dim=32",
-        f"output_dir={root / 'outputs'}",
-        "mlflow.enabled=false",
-        f"demo.summary_path={root / 'outputs' / 'demo' / 'summary.json'}",
-        "demo.n=28",
-        "num_epochs=1",
-        "batch_size=4",
-        "lora_r=4",
-        "lora_alpha=8",
-        "num_soft_tokens=2",
-        "projector_hidden_dim=16",
-        "max_text_length=600",
-        "max_new_tokens=8",
-        "preview_samples=0",
-        "num_workers=0",
-    ]
+    overrides = [*tiny_demo_overrides(root, tiny_encoder_dirs), "mlflow.enabled=false"]
     path = root / "demo.yaml"
     path.write_text(yaml.safe_dump(load_config(None, overrides).model_dump()), encoding="utf-8")
     return path
