@@ -16,6 +16,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 DEFAULT_CONFIG = "config/demo.yaml"
+BUNDLE_COMMANDS = frozenset({"export", "predict", "evaluate", "serve"})
+"""Commands on a bundle: they get a thread count from the idle cores before they start.
+The config-reading commands that compute with torch get it once their config is read
+(a bad one is still refused in one line): ``demo``, ``cache-features``, ``validate``, and
+training (``run_phase1`` / ``run_phase2`` decide it themselves)."""
 
 
 def _add_config_args(parser: argparse.ArgumentParser, default: str | None = DEFAULT_CONFIG) -> None:
@@ -107,6 +112,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from purrsight.validate import quiet_logs, validate_main
 
     quiet_logs(args.verbose)
+    _adapt_threads()
     return validate_main(
         args.config,
         args.overrides,
@@ -118,6 +124,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_cache_features(args: argparse.Namespace) -> int:
     config = _load(args)
+    _adapt_threads()
     from purrsight.train.cache_features import fill_feature_cache
 
     print(json.dumps(fill_feature_cache(config, args.config), indent=2))
@@ -133,6 +140,7 @@ def cmd_config_show(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     config = _load(args)
+    _adapt_threads()
     from purrsight.train.demo_job import run_demo
 
     run_demo(config, args.config, regenerate=args.regenerate)
@@ -271,6 +279,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _adapt_threads() -> None:
+    """torch's thread count from the cores other processes leave idle, decided and logged
+    once (``threads: 2 (2.0 of 2 cores idle)``); an explicit ``OMP_NUM_THREADS`` wins.
+    See :mod:`purrsight.threads`."""
+    from purrsight.threads import configure
+
+    configure()
+
+
 def _setup_logging() -> None:
     """One console format for everything; ``LOG_LEVEL=DEBUG`` shows more."""
     from purrsight.console_log import console_handler, level_from_env
@@ -334,6 +351,8 @@ def validate_phase2_main(argv: list[str] | None = None) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging()
+    if args.command in BUNDLE_COMMANDS:
+        _adapt_threads()
     return run_guarded(args.func, args)
 
 

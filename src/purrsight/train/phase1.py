@@ -115,10 +115,12 @@ def run_phase1(config: Config, config_path: str | None = None) -> Phase1Result:
     import lightning as L
     from lightning.pytorch.strategies import DDPStrategy
 
+    from purrsight.threads import configure as adapt_threads
     from purrsight.train import cpu_threads, route_lightning_logs_to_root
     from purrsight.train.distributed import is_rank_zero, world_size
 
     route_lightning_logs_to_root()
+    adapt_threads()  # the encoders' threads (the CLI's decision, or this process's own)
     _quiet_transformers()
     started = time.perf_counter()
     cfg = config.phase1
