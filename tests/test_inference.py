@@ -44,11 +44,8 @@ from purrsight.report import (
     label_advice,
 )
 from purrsight.train.phase2 import run_phase2
-from test_phase2_train import _make_aligner, _make_data, _make_llm_folder
+from test_phase2_train import tiny_llama_run
 from video_fixture import write_test_video
-
-MODALITIES = ("image", "audio", "text")
-
 
 # ----------------------------------------------------------------------------- fixtures
 
@@ -57,31 +54,17 @@ MODALITIES = ("image", "audio", "text")
 def trained(tmp_path_factory, tiny_encoder_dirs):
     """(root, checkpoint path, config) of a 2-step Phase 2 run on tiny models."""
     root = tmp_path_factory.mktemp("inference")
-    data = _make_data(root)
-    encoders = [f"encoders.{m}={{type: hf, path: {tiny_encoder_dirs[m]}}}" for m in MODALITIES]
-    _make_aligner(root, load_config(None, encoders))
     config = load_config(
         None,
         [
-            *encoders,
-            f"llm_model_name={_make_llm_folder(root, 'llama')}",
-            f"phase1_checkpoint_path={root}/alignment/*/aligner.pt",
-            f"data_dir={data}",
+            *tiny_llama_run(root, tiny_encoder_dirs),
             f"output_dir={root / 'outputs'}",
-            "batch_size=3",
             "num_epochs=1",
             "max_steps=2",
             "learning_rate=5e-2",
             "warmup_steps=0",
-            "lora_r=4",
-            "lora_alpha=8",
-            "num_soft_tokens=2",
-            "projector_hidden_dim=16",
             "max_text_length=600",
-            "num_workers=0",
-            "preview_samples=0",
             "max_new_tokens=6",
-            "mlflow.enabled=false",
             "precision=32",
         ],
     )

@@ -97,6 +97,29 @@ def _make_llm_folder(root: Path, family: str) -> Path:
     return folder
 
 
+def tiny_llama_run(root: Path, tiny_encoder_dirs: dict[str, Path]) -> list[str]:
+    """Overrides for a Phase 2 run on tiny models under ``root``: the data, an aligner, a
+    tiny Llama (byte tokenizer) and small projectors and LoRA; tests add their own steps,
+    output folder and logging."""
+    data = _make_data(root)
+    encoders = [f"encoders.{m}={{type: hf, path: {tiny_encoder_dirs[m]}}}" for m in MODALITIES]
+    _make_aligner(root, load_config(None, encoders))
+    return [
+        *encoders,
+        f"llm_model_name={_make_llm_folder(root, 'llama')}",
+        f"phase1_checkpoint_path={root}/alignment/*/aligner.pt",
+        f"data_dir={data}",
+        "batch_size=3",
+        "lora_r=4",
+        "lora_alpha=8",
+        "num_soft_tokens=2",
+        "projector_hidden_dim=16",
+        "num_workers=0",
+        "preview_samples=0",
+        "mlflow.enabled=false",
+    ]
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, tiny_encoder_dirs):
     """(root, overrides): everything a run needs; each test adds its own output_dir."""

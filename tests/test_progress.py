@@ -17,7 +17,7 @@ from purrsight.config import load_config
 from purrsight.progress import Progress, format_duration, format_value
 from purrsight.train.phase2 import run_phase2
 from test_demo_job import tiny_demo_overrides
-from test_phase2_train import MODALITIES, _make_aligner, _make_data, _make_llm_folder
+from test_phase2_train import tiny_llama_run
 
 LOGGER = "purrsight.test_progress"
 
@@ -175,28 +175,14 @@ def test_lines_reach_a_logging_handler_at_info(caplog: pytest.LogCaptureFixture)
 def phase2_log(tmp_path_factory, tiny_encoder_dirs) -> str:
     """training.log of a 6-step Phase 2 run (tiny Llama, byte tokenizer) logging every 2."""
     root = tmp_path_factory.mktemp("progress")
-    data = _make_data(root)
-    encoders = [f"encoders.{m}={{type: hf, path: {tiny_encoder_dirs[m]}}}" for m in MODALITIES]
-    _make_aligner(root, load_config(None, encoders))
     config = load_config(
         None,
         [
-            *encoders,
-            f"llm_model_name={_make_llm_folder(root, 'llama')}",
-            f"phase1_checkpoint_path={root}/alignment/*/aligner.pt",
-            f"data_dir={data}",
+            *tiny_llama_run(root, tiny_encoder_dirs),
             f"output_dir={root / 'out'}",
-            "batch_size=3",
             "num_epochs=2",
-            "num_soft_tokens=2",
-            "projector_hidden_dim=16",
-            "lora_r=4",
-            "lora_alpha=8",
             "max_text_length=400",
-            "num_workers=0",
             "log_every_n_steps=2",
-            "preview_samples=0",
-            "mlflow.enabled=false",
         ],
     )
     result = run_phase2(config)
