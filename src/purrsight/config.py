@@ -160,8 +160,8 @@ class Config(_Strict):
         default_factory=lambda: list(ANSWER_FIELDS)
     )
     """What the model learns to write of each report, in this order: at least
-    ``[emotion, arousal, evidence]`` (its reading of the cat; label scoring reads the first
-    two). Leave out ``summary`` and ``advice`` to have them composed from the reading at
+    ``[emotion, arousal, evidence]`` (its reading of the cat; label scoring reads the first,
+    the emotion). Leave out ``summary`` and ``advice`` to have them composed from the reading at
     prediction (the evidence's cues, the advice table): ~45 instead of ~78 answer tokens
     on the demo data, so each step is cheaper and the loss rests on the reading."""
     precision: Literal["auto", "32", "bf16-mixed", "16-mixed"] = "auto"

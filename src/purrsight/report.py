@@ -126,7 +126,7 @@ class Report(BaseModel):
 # request), so training never spends tokens teaching the model to copy them.
 ANSWER_FIELDS: tuple[str, ...] = ("emotion", "arousal", "evidence", "summary", "advice")
 READING_FIELDS: tuple[str, ...] = ANSWER_FIELDS[:3]
-"""The least a model writes: what it reads from the cat. Label scoring reads the first two."""
+"""The least a model writes: what it reads from the cat. Label scoring reads the first."""
 
 
 def answer_json(report: Report, fields: Sequence[str] = ANSWER_FIELDS) -> str:
