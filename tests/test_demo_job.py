@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from purrsight.config import load_config
-from purrsight.train.demo_job import run_demo
+from purrsight.jobs.demo import run_demo
 from qwen_fixture import byte_tokenizer, tiny_llama
 
 

@@ -15,24 +15,20 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-DEFAULT_CONFIG = "config/demo.yaml"
+from purrsight.arguments import (
+    DEFAULT_CONFIG,
+    GUIDE_CONFIG,
+    add_config_args,
+    add_phase2_args,
+    add_validate_args,
+    phase2_overrides,
+)
+
 BUNDLE_COMMANDS = frozenset({"export", "predict", "evaluate", "serve"})
 """Commands on a bundle: they get a thread count from the idle cores before they start.
 The config-reading commands that compute with torch get it once their config is read
 (a bad one is still refused in one line): ``demo``, ``cache-features``, ``validate``, and
 training (``run_phase1`` / ``run_phase2`` decide it themselves)."""
-
-
-def _add_config_args(parser: argparse.ArgumentParser, default: str | None = DEFAULT_CONFIG) -> None:
-    parser.add_argument("--config", default=default, help=f"YAML config (default: {default})")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key, e.g. --set phase1.epochs=5 (repeatable)",
-    )
 
 
 def _load(args: argparse.Namespace):
@@ -91,8 +87,7 @@ def cmd_train_phase1(args: argparse.Namespace) -> int:
 
 
 def cmd_train_phase2(args: argparse.Namespace) -> int:
-    if args.batch_size is not None:  # the guide's --batch-size N is one more override
-        args.overrides = [*args.overrides, f"batch_size={args.batch_size}"]
+    args.overrides = phase2_overrides(args)
     config = _load(args)  # refuse a bad config before the slow imports
     from purrsight.train.phase2 import TrainingInterrupted, run_phase2
 
@@ -141,7 +136,7 @@ def cmd_config_show(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     config = _load(args)
     _adapt_threads()
-    from purrsight.train.demo_job import run_demo
+    from purrsight.jobs.demo import run_demo
 
     run_demo(config, args.config, regenerate=args.regenerate)
     return 0
@@ -156,44 +151,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- parser
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def _add_phase2_args(parser: argparse.ArgumentParser, default_config: str = DEFAULT_CONFIG) -> None:
-    """The guide's train_phase2.py flags, shared by ``purrsight train phase2``."""
-    _add_config_args(parser, default_config)
-    parser.add_argument(
-        "--resume",
-        nargs="?",
-        const="last",
-        default=None,
-        metavar="PATH",
-        help="continue from <output_dir>/checkpoints/last.ckpt, or from PATH "
-        "(e.g. an emergency-step=<n>.ckpt)",
-    )
-    parser.add_argument(
-        "--batch-size", type=_positive_int, default=None, metavar="N", help="override batch_size"
-    )
-    # SUPPRESS: `purrsight --debug train phase2` must keep the top-level flag's value.
-    parser.add_argument(
-        "--debug",
-        action="store_true",
-        default=argparse.SUPPRESS,
-        help="full tracebacks, autograd anomaly detection, at most 5 steps",
-    )
-
-
-def _add_validate_args(parser: argparse.ArgumentParser, default_config: str) -> None:
-    _add_config_args(parser, default_config)
-    parser.add_argument("--quick", action="store_true", help="only the guide's quick set")
-    parser.add_argument("--verbose", action="store_true", help="details and logs of each check")
-    parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="purrsight", description="Read a cat's emotional state from what it sees and hears."
@@ -204,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo", help="the main job on the embedded default: data → Phase 1 → summary"
     )
-    _add_config_args(demo)
+    add_config_args(demo)
     demo.add_argument(
         "--regenerate", action="store_true", help="remake the demo data even if present"
     )
@@ -239,38 +196,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("paths", nargs="+", help="JSONL files, or folders of train/val/test.jsonl")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
-    _add_config_args(check, default=None)  # labels and media limits; None: the defaults
+    add_config_args(check, default=None)  # labels and media limits; None: the defaults
     check.set_defaults(func=cmd_data_check)
 
     train = commands.add_parser("train", help="training").add_subparsers(
         dest="train_command", required=True, metavar="PHASE"
     )
     p1 = train.add_parser("phase1", help="contrastive alignment of the frozen encoders")
-    _add_config_args(p1)
+    add_config_args(p1)
     p1.set_defaults(func=cmd_train_phase1)
     p2 = train.add_parser("phase2", help="projectors + LoRA on the LLM (the guide's Phase 2)")
-    _add_phase2_args(p2)
+    add_phase2_args(p2)
     p2.set_defaults(func=cmd_train_phase2)
 
     val = commands.add_parser("validate", help="the guide's 9 pre-flight checks of Phase 2")
-    _add_validate_args(val, DEFAULT_CONFIG)
+    add_validate_args(val, DEFAULT_CONFIG)
     val.set_defaults(func=cmd_validate)
 
     cache = commands.add_parser(
         "cache-features", help="fill the feature cache (encoder + aligned features) for the data"
     )
-    _add_config_args(cache)
+    add_config_args(cache)
     cache.set_defaults(func=cmd_cache_features)
 
     cfg = commands.add_parser("config", help="configuration").add_subparsers(
         dest="config_command", required=True, metavar="CONFIG_COMMAND"
     )
     show = cfg.add_parser("show", help="print the resolved config")
-    _add_config_args(show)
+    add_config_args(show)
     show.set_defaults(func=cmd_config_show)
-    from purrsight.inference.commands import add_inference_commands  # stdlib-only module
+    from purrsight.jobs.bundle_commands import add_bundle_commands  # stdlib-only module
 
-    add_inference_commands(commands)
+    add_bundle_commands(commands)
     from purrsight.inference.server.run import add_arguments as add_serve_arguments
 
     serve = commands.add_parser("serve", help="HTTP API + web page for a bundle (FastAPI)")
@@ -295,6 +252,31 @@ def _setup_logging() -> None:
     logging.basicConfig(level=level_from_env(), handlers=[console_handler()], force=True)
 
 
+EXTRA_OF_MODULE = {
+    "lightning": "train",
+    "mlflow": "train",
+    "torchmetrics": "train",
+    "fastapi": "serve",
+    "uvicorn": "serve",
+    "multipart": "serve",
+    "python_multipart": "serve",
+}
+"""Top-level modules of the optional extras (pyproject.toml) -> the extra that installs them."""
+
+
+def missing_extra_message(err: ModuleNotFoundError) -> str | None:
+    """One line naming the extra to install when a command needs one that is not installed;
+    None for any other missing module (a broken install, reported as it is)."""
+    module = (err.name or "").split(".")[0]
+    extra = EXTRA_OF_MODULE.get(module)
+    if extra is None:
+        return None
+    return (
+        f"this command needs the '{extra}' extra (module {module} is not installed): "
+        f"pip install 'purrsight[{extra}]'"
+    )
+
+
 def run_guarded(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     """Run a command; known user errors become one line on stderr."""
     from purrsight.config import ConfigError
@@ -315,6 +297,10 @@ def run_guarded(func: Callable[[argparse.Namespace], int], args: argparse.Namesp
     except Exception as err:  # noqa: BLE001 - the last line of defence: one line, not a traceback
         if args.debug:
             raise
+        message = missing_extra_message(err) if isinstance(err, ModuleNotFoundError) else None
+        if message is not None:
+            print(f"error: {message}", file=sys.stderr)
+            return 2
         print(
             f"error: {type(err).__name__}: {err} (run with --debug for the traceback)",
             file=sys.stderr,
@@ -328,7 +314,7 @@ def train_phase2_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="train_phase2.py", description="Phase 2 training (= purrsight train phase2)."
     )
-    _add_phase2_args(parser, default_config="config/train_config.yaml")
+    add_phase2_args(parser, default_config=GUIDE_CONFIG)
     parser.set_defaults(debug=False)
     args = parser.parse_args(argv)
     _setup_logging()
@@ -341,7 +327,7 @@ def validate_phase2_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="validate_phase2.py", description="Phase 2 pre-flight checks (= purrsight validate)."
     )
-    _add_validate_args(parser, "config/train_config.yaml")
+    add_validate_args(parser, GUIDE_CONFIG)
     parser.set_defaults(debug=False)
     args = parser.parse_args(argv)
     _setup_logging()

@@ -149,10 +149,10 @@ DEMO_EVAL_GENERATE = 0
 def _evaluate_stage(config: Config, checkpoint: Path | None) -> dict[str, Any]:
     """Export the trained checkpoint as ``<summary folder>/bundle`` and evaluate the bundle
     on the test split: label scoring on every sample (stage 4 did the generation)."""
-    from purrsight.inference.commands import headline
     from purrsight.inference.evaluate import evaluate_bundle, summary_for_demo
     from purrsight.inference.export import export_bundle
     from purrsight.inference.predictor import Predictor
+    from purrsight.jobs.bundle_commands import headline
 
     if checkpoint is None:
         raise RuntimeError("Phase 2 wrote no last.ckpt: nothing to export")

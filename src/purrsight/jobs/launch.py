@@ -1,7 +1,7 @@
 """What ``cluster_train.sh`` asks before it starts torchrun: is the config valid, and where
 does the run write (its per-node logs go to ``<output_dir>/logs/distributed_training``).
 
-    python -m purrsight.train.launch output-dir --config config/demo.yaml --set output_dir=x
+    python -m purrsight.jobs.launch output-dir --config config/demo.yaml --set output_dir=x
 
 takes the same arguments as ``train_phase2.py`` and prints the resolved ``output_dir``; a
 bad config prints one line and exits 2, before any worker process is started. Imports
@@ -17,16 +17,13 @@ def output_dir(argv: list[str]) -> str:
     """The ``output_dir`` that ``train_phase2.py <argv>`` would write to."""
     import argparse
 
-    from purrsight.cli import _add_phase2_args
+    from purrsight.arguments import GUIDE_CONFIG, add_phase2_args, phase2_overrides
     from purrsight.config import load_config
 
     parser = argparse.ArgumentParser(prog="cluster_train.sh", add_help=False)
-    _add_phase2_args(parser, default_config="config/train_config.yaml")
+    add_phase2_args(parser, default_config=GUIDE_CONFIG)
     args, _ = parser.parse_known_args(argv)
-    overrides = list(args.overrides)
-    if args.batch_size is not None:
-        overrides.append(f"batch_size={args.batch_size}")
-    return str(load_config(args.config, overrides).output_dir)
+    return str(load_config(args.config, phase2_overrides(args)).output_dir)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] != "output-dir":
         print(
-            "usage: python -m purrsight.train.launch output-dir TRAIN_PHASE2_ARGS…", file=sys.stderr
+            "usage: python -m purrsight.jobs.launch output-dir TRAIN_PHASE2_ARGS…", file=sys.stderr
         )
         return 2
     try:

@@ -130,7 +130,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_inference_commands(commands: Any) -> None:
+def add_bundle_commands(commands: Any) -> None:
     """``export``, ``predict`` and ``evaluate`` on cli.py's sub-parser collection."""
     export = commands.add_parser("export", help="a Phase 2 checkpoint -> a self-describing bundle")
     export.add_argument("--checkpoint", required=True, help="Phase 2 .ckpt (e.g. last.ckpt)")
