@@ -207,3 +207,42 @@ def expected_calibration_error(
     bins = calibration_bins(confidences, correct, n_bins)
     total = sum(b["count"] for b in bins)
     return float(sum(b["count"] * abs(b["accuracy"] - b["confidence"]) for b in bins) / total)
+
+
+# ----------------------------------------------------------------------------- uncertainty
+
+
+def bootstrap_intervals(
+    y_true: Sequence[str],
+    y_pred: Sequence[str | None],
+    labels: Sequence[str],
+    n_resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, list[float]]:
+    """Percentile bootstrap intervals of accuracy and macro-F1: the samples are drawn
+    with replacement ``n_resamples`` times and each draw scored as
+    :func:`classification_metrics` scores the whole split.
+
+    Returns ``{"accuracy": [low, high], "macro_f1": [low, high]}`` at ``level`` (95 %:
+    the 2.5th and 97.5th percentiles). A split of 63 samples gives macro-F1 intervals
+    about ±0.12 wide; 300 samples about ±0.06.
+    """
+    labels = _check_inputs(y_true, y_pred, labels)
+    columns = {label: i for i, label in enumerate(labels)}
+    truth = np.array([columns[y] for y in y_true])
+    guess = np.array([len(labels) if y is None else columns[y] for y in y_pred])
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(truth), size=(n_resamples, len(truth)))
+    scores = {"accuracy": [], "macro_f1": []}
+    for rows in draws:
+        matrix = np.zeros((len(labels), len(labels) + 1), dtype=np.int64)
+        np.add.at(matrix, (truth[rows], guess[rows]), 1)
+        summary = _summary(matrix)
+        scores["accuracy"].append(summary["accuracy"])
+        scores["macro_f1"].append(summary["macro_f1"])
+    tail = (1.0 - level) / 2 * 100
+    return {
+        name: [float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail))]
+        for name, v in scores.items()
+    }
