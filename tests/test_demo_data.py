@@ -20,7 +20,8 @@ from purrsight.data.demo import (
     random_appearance,
     synth_vocalization,
 )
-from purrsight.report import DEFAULT_LABELS, Report
+from purrsight.report import Report
+from purrsight.vocabulary import DEFAULT_LABELS
 
 # Small media keep the tests fast; the generator's logic does not depend on the sizes.
 SMALL = {"image_size": 64, "audio_seconds": 0.6, "sample_rate": 16000}

@@ -13,7 +13,7 @@ import torch
 from purrsight.data.instruction import collate
 from purrsight.inference.generate import build_items, generate_reports, generate_texts
 from purrsight.models.mm_llm import build_multimodal_llm
-from purrsight.report import DEFAULT_LABELS
+from purrsight.vocabulary import DEFAULT_LABELS
 from qwen_fixture import qwen_tokenizer, tiny_qwen
 
 E, K = 8, 3  # aligned feature size, soft tokens per modality

@@ -13,7 +13,8 @@ from purrsight.data.importers import DataImportError, import_dataset
 from purrsight.data.importers.catmeows import parse_name
 from purrsight.data.importers.catsound import source_prefix
 from purrsight.data.manifest import read_manifest
-from purrsight.report import DEFAULT_LABELS, Report
+from purrsight.report import Report
+from purrsight.vocabulary import DEFAULT_LABELS
 
 
 def _records(out: Path) -> dict[str, dict]:

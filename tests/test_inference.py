@@ -22,12 +22,12 @@ from purrsight.cli import main
 from purrsight.config import load_config
 from purrsight.data.instruction import SYSTEM_PROMPT, collate
 from purrsight.data.media import MediaError, MediaTooLarge
-from purrsight.inference.bundle import (
+from purrsight.inference.bundle import load_bundle
+from purrsight.inference.bundle_manifest import (
     ADAPTER_CONFIG,
     ADAPTER_FILE,
     MANIFEST,
     PROJECTORS_FILE,
-    load_bundle,
 )
 from purrsight.inference.errors import BundleError, InputError
 from purrsight.inference.evaluate import OUTPUT_FILES, evaluate_bundle
@@ -35,15 +35,9 @@ from purrsight.inference.export import export_bundle, model_from_checkpoint, rea
 from purrsight.inference.generate import build_items
 from purrsight.inference.predictor import Predictor, answer_start
 from purrsight.inference.report_parse import parse_report
-from purrsight.report import (
-    ANSWER_FIELDS,
-    READING_FIELDS,
-    UNSURE,
-    Report,
-    compose_summary,
-    label_advice,
-)
+from purrsight.report import ANSWER_FIELDS, READING_FIELDS, Report, compose_summary
 from purrsight.train.phase2 import run_phase2
+from purrsight.vocabulary import UNSURE, label_advice
 from test_phase2_train import tiny_llama_run
 from video_fixture import write_test_video
 
@@ -295,11 +289,11 @@ def test_low_confidence_is_unsure(bundle, media) -> None:
 def test_pain_risk_sets_the_welfare_alert(predictor, media) -> None:
     calm = predictor.predict(image=media["image"], mode="labels")
     risk = calm.probabilities["in_pain"]
-    predictor.settings["welfare_threshold"] = risk / 2  # this reading is now high-risk
+    predictor.settings.welfare_threshold = risk / 2  # this reading is now high-risk
     try:
         alarmed = predictor.predict(image=media["image"], mode="labels").report
     finally:
-        predictor.settings["welfare_threshold"] = 0.3
+        predictor.settings.welfare_threshold = 0.3
     assert alarmed.welfare_alert and "vet" in alarmed.advice.lower()
 
 

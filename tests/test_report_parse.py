@@ -13,7 +13,7 @@ from purrsight.inference.report_parse import (
     parse_report,
     repair_json,
 )
-from purrsight.report import DEFAULT_LABELS
+from purrsight.vocabulary import DEFAULT_LABELS
 
 LABELS = DEFAULT_LABELS
 REPORT = {

@@ -10,19 +10,24 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Literal
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from purrsight.report import ANSWER_FIELDS, DEFAULT_LABELS, READING_FIELDS
+from purrsight.report import ANSWER_FIELDS, READING_FIELDS, AnswerField
+from purrsight.vocabulary import DEFAULT_INSTRUCTION, DEFAULT_LABELS
 
 
 class ConfigError(ValueError):
     """A configuration problem, already phrased as one line for the user."""
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
+    """Every typed file of the project (this config, a bundle's ``purrsight.json``):
+    unknown keys are refused, assignments validated."""
+
     # allow_inf_nan=False: no key means anything at inf or nan, and an inf limit would
     # overflow where it is used (e.g. seconds × sample rate) instead of failing here.
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
@@ -33,7 +38,7 @@ AudioEncoderType = Literal["aisfx", "hf"]
 TextEncoderType = Literal["minilm", "hf"]
 
 
-class EncoderConfig(_Strict):
+class EncoderConfig(StrictModel):
     """One frozen encoder. Built-in types load weights shipped inside registry packages;
     ``hf`` loads any model from a local Hugging Face folder given as ``path``."""
 
@@ -64,13 +69,13 @@ class TextEncoderConfig(EncoderConfig):
     type: TextEncoderType = "minilm"
 
 
-class EncodersConfig(_Strict):
+class EncodersConfig(StrictModel):
     image: ImageEncoderConfig = Field(default_factory=ImageEncoderConfig)
     audio: AudioEncoderConfig = Field(default_factory=AudioEncoderConfig)
     text: TextEncoderConfig = Field(default_factory=TextEncoderConfig)
 
 
-class MediaConfig(_Strict):
+class MediaConfig(StrictModel):
     """Limits applied when decoding media, so one bad file cannot take all memory."""
 
     max_image_pixels: int = Field(default=40_000_000, gt=0)
@@ -80,11 +85,11 @@ class MediaConfig(_Strict):
     """Longest video accepted (training, predict, serve): frames sampled, audio used."""
 
 
-class InferenceConfig(_Strict):
+class InferenceConfig(StrictModel):
     """How a trained model answers (``purrsight export`` copies this into the bundle;
     ``predict`` / ``evaluate`` read it from there)."""
 
-    instruction: str = Field(default="How does this cat feel?", min_length=1, max_length=500)
+    instruction: str = Field(default=DEFAULT_INSTRUCTION, min_length=1, max_length=500)
     """The user turn's question when the caller gives none."""
     unsure_threshold: float = Field(default=0.4, ge=0.0, lt=1.0)
     """Below this label probability the report's emotion is ``unsure``."""
@@ -96,14 +101,14 @@ class InferenceConfig(_Strict):
     """Longest user text (the question in the prompt) accepted."""
 
 
-class MlflowConfig(_Strict):
+class MlflowConfig(StrictModel):
     tracking_uri: str = "outputs/mlruns"
     """A folder (a SQLite store ``mlflow.db`` is made inside it) or any MLflow URI."""
     experiment_name: str = "purrsight"
     enabled: bool = True
 
 
-class Phase1Config(_Strict):
+class Phase1Config(StrictModel):
     """Contrastive alignment of the frozen encoders' features into one shared space."""
 
     data_dir: str = "data/demo"
@@ -125,7 +130,7 @@ class Phase1Config(_Strict):
     seed: int = 0
 
 
-class DemoConfig(_Strict):
+class DemoConfig(StrictModel):
     """The main job (``make demo``): demo data, then each stage, then a summary."""
 
     n: int = Field(default=420, ge=14)
@@ -134,7 +139,7 @@ class DemoConfig(_Strict):
     summary_path: str = "outputs/demo/summary.json"
 
 
-class Config(_Strict):
+class Config(StrictModel):
     """The whole configuration. Top-level keys are the seed guide's Phase 2 keys."""
 
     # --- the guide's keys (Phase 2) ---
@@ -156,9 +161,7 @@ class Config(_Strict):
     num_workers: int = Field(default=4, ge=0)
 
     # --- Phase 2 training beyond the guide's keys ---
-    answer_fields: list[Literal["emotion", "arousal", "evidence", "summary", "advice"]] = Field(
-        default_factory=lambda: list(ANSWER_FIELDS)
-    )
+    answer_fields: list[AnswerField] = Field(default_factory=lambda: list(ANSWER_FIELDS))
     """What the model learns to write of each report, in this order: at least
     ``[emotion, arousal, evidence]`` (its reading of the cat; label scoring reads the first,
     the emotion). Leave out ``summary`` and ``advice`` to have them composed from the reading at
@@ -236,14 +239,7 @@ class Config(_Strict):
     @field_validator("answer_fields")
     @classmethod
     def _answer_fields_in_order(cls, fields: list[str]) -> list[str]:
-        if len(fields) < 3 or fields[:3] != list(READING_FIELDS):
-            raise ValueError(
-                f"must start with {list(READING_FIELDS)} (what the model reads from the cat)"
-            )
-        order = [f for f in ANSWER_FIELDS if f in fields]
-        if fields != order or len(set(fields)) != len(fields):
-            raise ValueError(f"must list fields once each, in the order {list(ANSWER_FIELDS)}")
-        return fields
+        return check_answer_fields(fields)
 
     @field_validator("labels")
     @classmethod
@@ -273,6 +269,19 @@ class Config(_Strict):
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
+def check_answer_fields(fields: list[str]) -> list[str]:
+    """``fields`` if a model may be trained to write them (``answer_fields``), else
+    ValueError: the reading first, then any of the rest, once each, in order."""
+    if len(fields) < 3 or fields[:3] != list(READING_FIELDS):
+        raise ValueError(
+            f"must start with {list(READING_FIELDS)} (what the model reads from the cat)"
+        )
+    order = [f for f in ANSWER_FIELDS if f in fields]
+    if fields != order or len(set(fields)) != len(fields):
+        raise ValueError(f"must list fields once each, in the order {list(ANSWER_FIELDS)}")
+    return fields
+
+
 # ----------------------------------------------------------------------------- loading
 
 
@@ -287,7 +296,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     try:
         return Config.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(f"{source}: {_describe(err, raw)}") from None
+        raise ConfigError(f"{source}: {describe_error(err)}") from None
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -332,14 +341,15 @@ def _set_nested(raw: dict[str, Any], dotted: str, value: Any, source: str) -> No
     node[parts[-1]] = value
 
 
-def _describe(err: ValidationError, raw: dict[str, Any]) -> str:
-    """The first validation error as 'key: problem (got value)'."""
+def describe_error(err: ValidationError, model: type[BaseModel] = Config) -> str:
+    """The first validation error of ``model`` as one line, 'key: problem (got value)'
+    (``key`` dotted, e.g. ``phase1.epochs``), or 'unknown key …; allowed here: …'."""
     first = err.errors()[0]
     loc = [str(p) for p in first["loc"]]
     key = ".".join(loc) or "<top level>"
     if first["type"] == "extra_forbidden":
-        allowed = ", ".join(_allowed_keys(loc[:-1]))
-        return f"unknown key '{key}'; allowed here: {allowed}"
+        allowed = _allowed_keys(model, loc[:-1])
+        return f"unknown key '{key}'" + (f"; allowed here: {', '.join(allowed)}" if allowed else "")
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "finite_number":  # the same words as the validators' own check
         message = "must be a finite number"
@@ -348,15 +358,22 @@ def _describe(err: ValidationError, raw: dict[str, Any]) -> str:
     return f"{key}: {message}{shown}"
 
 
-def _allowed_keys(section: list[str]) -> list[str]:
-    model: type[BaseModel] = Config
+def _allowed_keys(model: type[BaseModel], section: list[str]) -> list[str]:
+    """The keys ``model`` allows at ``section`` (field names, and the keys of a dict of
+    models), or [] where that is not a model."""
+    node: Any = model
     for part in section:
-        field = model.model_fields.get(part)
-        annotation = field.annotation if field else None
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        if isinstance(node, type) and issubclass(node, BaseModel):
+            field = node.model_fields.get(part)
+            node = field.annotation if field else None
+        elif get_origin(node) is dict:
+            node = get_args(node)[1]  # ``part`` is a key of the dict
+        else:
             return []
-        model = annotation
-    return list(model.model_fields)
+        models = [a for a in get_args(node) if a is not type(None)]
+        if get_origin(node) in (Union, UnionType) and len(models) == 1:
+            node = models[0]  # an optional section
+    return list(node.model_fields) if isinstance(node, type) and issubclass(node, BaseModel) else []
 
 
 def to_flat_dict(config: Config) -> dict[str, Any]:

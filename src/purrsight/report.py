@@ -1,7 +1,8 @@
-"""The structured report a trained Purr-Sight model answers with, and the label set.
+"""The structured report a trained Purr-Sight model answers with.
 
 The same pydantic model validates the responses written into training data and the
-JSON a model generates, so nothing that does not parse is passed on as a report.
+JSON a model generates, so nothing that does not parse is passed on as a report. The
+labels, arousal levels and advice are :mod:`purrsight.vocabulary`'s.
 """
 
 from __future__ import annotations
@@ -11,15 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-DEFAULT_LABELS: tuple[str, ...] = (
-    "content",
-    "playful",
-    "curious",
-    "demanding",
-    "fearful",
-    "aggressive",
-    "in_pain",
-)
+from purrsight.vocabulary import AROUSAL_LEVELS, INPUTS, WELFARE_LABELS
 
 # What each default label looks and sounds like; used for zero-shot classification
 # in the shared space. Labels outside this table get "The cat is <label>."
@@ -39,35 +32,8 @@ def label_description(label: str) -> str:
     return LABEL_DESCRIPTIONS.get(label, f"The cat is {label.replace('_', ' ')}.")
 
 
-# Labels that call for a welfare alert: the report then advises a vet.
-WELFARE_LABELS: frozenset[str] = frozenset({"in_pain"})
-
-# The emotion a report gives when no label is likely enough (the predictor's confidence
-# threshold); it is never a training label, and the alternatives then list the candidates.
-UNSURE = "unsure"
-
-# What to do, per default label: used when a report is built from label scores alone
-# (the cheap path, or when the generated text did not parse). Other labels get GENERIC_ADVICE.
-LABEL_ADVICE: dict[str, str] = {
-    "content": "No action needed; let it rest.",
-    "playful": "A good moment for an interactive play session.",
-    "curious": "Let it explore safely and keep hazards out of reach.",
-    "demanding": "Check its food, water and litter box; it may also want attention.",
-    "fearful": "Give it space and a hiding place; do not reach for it.",
-    "aggressive": "Keep your distance and do not touch it until it calms down.",
-    "in_pain": "Contact a vet: signs of pain should be checked promptly.",
-}
-GENERIC_ADVICE = "Watch the cat and give it what it seems to need."
-VET_ADVICE = "Possible pain or distress: have a vet check the cat soon."
-
-
-def label_advice(label: str) -> str:
-    """Advice for ``label`` (GENERIC_ADVICE for labels outside the default set)."""
-    return LABEL_ADVICE.get(label, GENERIC_ADVICE)
-
-
-Modality = Literal["image", "audio", "video", "text"]
-Arousal = Literal["low", "medium", "high"]
+Modality = Literal[INPUTS]  # type: ignore[valid-type]  # image, audio, video, text
+Arousal = Literal[AROUSAL_LEVELS]  # type: ignore[valid-type]  # low, medium, high
 
 
 class Alternative(BaseModel):
@@ -125,6 +91,7 @@ class Report(BaseModel):
 # and alternatives from label scoring, welfare_alert from the label, modalities from the
 # request), so training never spends tokens teaching the model to copy them.
 ANSWER_FIELDS: tuple[str, ...] = ("emotion", "arousal", "evidence", "summary", "advice")
+AnswerField = Literal[ANSWER_FIELDS]  # type: ignore[valid-type]
 READING_FIELDS: tuple[str, ...] = ANSWER_FIELDS[:3]
 """The least a model writes: what it reads from the cat. Label scoring reads the first."""
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -26,6 +25,7 @@ from typing import Literal
 from purrsight.config import MediaConfig
 from purrsight.data.manifest import ManifestError, Sample, iter_manifest
 from purrsight.data.media import MediaError, decode_media
+from purrsight.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +73,8 @@ class BadSamples:
     def write(self, path: Path) -> Path:
         """Every skipped sample as one JSON object a line (an empty file: none skipped),
         written atomically."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         lines = "".join(json.dumps(asdict(s), ensure_ascii=False) + "\n" for s in self.ordered())
-        tmp.write_text(lines, encoding="utf-8")
-        os.replace(tmp, path)
-        return path
+        return atomic_write(path, lines)
 
     def ordered(self) -> list[Skipped]:
         """The skipped samples by split (as met), then file, then line number."""

@@ -31,7 +31,18 @@ import numpy as np
 import soundfile as sf
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from purrsight.report import DEFAULT_LABELS, WELFARE_LABELS, Report
+from purrsight.report import Report
+from purrsight.vocabulary import (
+    ADVICE,
+    AROUSAL_LEVELS,
+    AUDIO_INSTRUCTION,
+    DEFAULT_INSTRUCTION,
+    DEFAULT_LABELS,
+    GENERIC_ADVICE,
+    IMAGE_INSTRUCTION,
+    WELFARE_LABELS,
+    label_arousal,
+)
 
 Color = tuple[int, int, int]
 Point = tuple[float, float]
@@ -112,16 +123,6 @@ CUE_TABLES: dict[str, dict[str, dict[str, float]]] = {
     },
 }
 
-BASE_AROUSAL: dict[str, str] = {
-    "content": "low",
-    "playful": "high",
-    "curious": "medium",
-    "demanding": "medium",
-    "fearful": "high",
-    "aggressive": "high",
-    "in_pain": "low",
-}
-
 # Labels a reader (or a model) most plausibly confuses with each label, most likely first.
 CONFUSABLE: dict[str, tuple[str, ...]] = {
     "content": ("in_pain", "curious", "playful"),
@@ -178,38 +179,6 @@ SUMMARY_OPENINGS: dict[str, tuple[str, ...]] = {
     ),
 }
 
-ADVICE: dict[str, tuple[str, ...]] = {
-    "content": (
-        "No action needed; let it rest.",
-        "Keep the surroundings calm; this is a happy cat.",
-    ),
-    "playful": (
-        "Offer a wand toy or a ball to play with.",
-        "A good moment for an interactive play session.",
-    ),
-    "curious": (
-        "Let it explore safely and keep hazards out of reach.",
-        "Give it time to investigate at its own pace.",
-    ),
-    "demanding": (
-        "Check its food, water and litter box; it may also want attention.",
-        "Respond to its needs, but do not reward constant meowing with treats.",
-    ),
-    "fearful": (
-        "Give it space and a hiding place; do not reach for it.",
-        "Remove the source of fear and let it calm down on its own.",
-    ),
-    "aggressive": (
-        "Keep your distance and do not touch it until it calms down.",
-        "Do not punish it; remove the trigger and give it space.",
-    ),
-    "in_pain": (
-        "Contact a vet: signs of pain should be checked promptly.",
-        "Handle it gently and book a vet visit soon.",
-    ),
-}
-GENERIC_ADVICE = "Watch the cat and give it what it seems to need."
-
 SOUND_PHRASES: dict[str, str] = {
     "purr": "purring softly",
     "meow": "meowing",
@@ -247,14 +216,14 @@ EYE_PHRASES: dict[str, str] = {
 }
 
 INSTRUCTIONS_ANY: tuple[str, ...] = (
-    "How does this cat feel?",
+    DEFAULT_INSTRUCTION,
     "What emotion is this cat showing?",
     "Describe the cat's emotional state.",
     "Read this cat's mood and tell me what to do.",
     "Is this cat okay? Give me a report.",
 )
-INSTRUCTIONS_IMAGE: tuple[str, ...] = ("Look at this cat. How is it feeling?",)
-INSTRUCTIONS_AUDIO: tuple[str, ...] = ("Listen to this cat. What is it feeling?",)
+INSTRUCTIONS_IMAGE: tuple[str, ...] = (IMAGE_INSTRUCTION,)
+INSTRUCTIONS_AUDIO: tuple[str, ...] = (AUDIO_INSTRUCTION,)
 
 # Fur colours of common coats; each subject jitters its own.
 FUR_COLORS: tuple[Color, ...] = (
@@ -1070,13 +1039,13 @@ def synth_vocalization(
 
 def _arousal(rng: np.random.Generator, profile: str, vocalization: str | None) -> str:
     """Arousal from the label, nudged by a loud sound and by some random jitter."""
-    levels = ("low", "medium", "high")
-    i = levels.index(BASE_AROUSAL.get(profile, "medium"))
+    levels = AROUSAL_LEVELS
+    i = levels.index(label_arousal(profile))
     if vocalization in ("yowl", "growl", "hiss") and i == 0:
         i = 1
     if rng.random() < 0.15:
         i += 1 if rng.random() < 0.5 else -1
-    return levels[min(2, max(0, i))]
+    return levels[min(len(levels) - 1, max(0, i))]
 
 
 def _alternatives(rng, label: str, profile: str, labels: Sequence[str], confidence_cents: int):

@@ -36,8 +36,8 @@ from typing import Any
 import torch
 
 from purrsight.data.manifest import Sample
-from purrsight.models.projector import MODALITIES
 from purrsight.report import ANSWER_FIELDS
+from purrsight.vocabulary import MODALITIES
 
 IGNORE_INDEX = -100
 # Empty on purpose: a fine-tuned model needs no instructions, and every token of a system
@@ -49,7 +49,7 @@ SYSTEM_PROMPT = ""
 # Written into the chat template where a modality's soft tokens go, then split out again;
 # never tokenised. Chosen so no tokenizer's special tokens and no sane text contain them.
 PLACEHOLDERS: dict[str, str] = {m: f"<|cat_{m}|>" for m in MODALITIES}
-MODALITY_NAMES: dict[str, str] = {"image": "Image", "audio": "Audio", "text": "Text"}
+MODALITY_NAMES: dict[str, str] = {m: m.capitalize() for m in MODALITIES}  # "Image", …
 _SENTINEL_RE = re.compile("(" + "|".join(re.escape(p) for p in PLACEHOLDERS.values()) + ")")
 _SENTINEL_TO_MODALITY = {p: m for m, p in PLACEHOLDERS.items()}
 

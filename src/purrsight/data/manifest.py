@@ -16,8 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from purrsight.report import ANSWER_FIELDS, Report, answer_json
-
-MEDIA_FIELDS = ("image", "audio", "video")
+from purrsight.vocabulary import DEFAULT_INSTRUCTION, MEDIA_FIELDS
 
 
 class ManifestError(ValueError):
@@ -40,7 +39,7 @@ class _Record(BaseModel):
     image: str | None = None
     audio: str | None = None
     video: str | None = None
-    instruction: str = "How does this cat feel?"
+    instruction: str = DEFAULT_INSTRUCTION
     response: Report | str
     label: str | None = None
     subject_id: str | None = None

@@ -3,7 +3,8 @@
 A bundle is self-describing: ``purrsight.json`` names every model identity and setting
 needed to rebuild the Phase 2 model, and the folder holds every trained weight::
 
-    purrsight.json              format, labels, modalities, prompts, encoders, LLM, sizes
+    purrsight.json              format, labels, modalities, prompts, encoders, LLM, sizes,
+                                inference settings (typed: :mod:`.bundle_manifest`)
     projectors.safetensors      one projector per modality ({modality}.net.*)
     aligner.pt, aligner.json    the frozen Phase 1 aligner (a copy)
     adapter_model.safetensors   the LoRA adapter in PEFT's own format      (llm.kind "adapter")
@@ -20,7 +21,6 @@ Nothing here imports Lightning or MLflow.
 
 from __future__ import annotations
 
-import json
 import logging
 import warnings
 from dataclasses import dataclass
@@ -30,6 +30,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from purrsight.inference.bundle_manifest import (
+    ADAPTER_FILE,
+    INT8_FILE,
+    LLM_DIR,
+    MANIFEST,
+    BundleManifest,
+    read_manifest,
+)
 from purrsight.inference.errors import BundleError
 from purrsight.models.aligner import Aligner, load_aligner
 from purrsight.models.mm_llm import MultimodalLLM, build_multimodal_llm
@@ -37,66 +45,31 @@ from purrsight.models.weights import WeightsError, load_weights
 
 log = logging.getLogger(__name__)
 
-BUNDLE_FORMAT = "purrsight-bundle-v1"
-MANIFEST = "purrsight.json"
-PROJECTORS_FILE = "projectors.safetensors"
-ADAPTER_FILE = "adapter_model.safetensors"
-ADAPTER_CONFIG = "adapter_config.json"
-LLM_DIR = "llm"
-INT8_FILE = "llm_int8.pt"
-LLM_KINDS = ("adapter", "merged", "int8")
-
 
 @dataclass
 class LoadedBundle:
     """A bundle's model, ready for inference (eval mode, on ``device``)."""
 
     path: Path
-    info: dict[str, Any]
-    """The parsed ``purrsight.json``."""
+    manifest: BundleManifest
+    """The validated ``purrsight.json``."""
     model: MultimodalLLM
     tokenizer: Any
     aligner: Aligner
 
     @property
+    def info(self) -> dict[str, Any]:
+        """``purrsight.json`` as plain JSON values."""
+        return self.manifest.model_dump(mode="json")
+
+    @property
     def labels(self) -> list[str]:
-        return list(self.info["labels"])
+        return list(self.manifest.labels)
 
     @property
     def modalities(self) -> list[str]:
         """The modalities the model has projectors for (``image``, ``audio``)."""
-        return list(self.info["modalities"])
-
-
-def read_manifest(path: str | Path) -> dict[str, Any]:
-    """``purrsight.json`` of the bundle folder ``path``, after checking its format."""
-    folder = Path(path)
-    manifest = folder / MANIFEST
-    if not manifest.is_file():
-        hint = (
-            "; this is a training checkpoint: `purrsight export --checkpoint "
-            f"{folder} --out <bundle>` makes a bundle from it"
-            if folder.suffix == ".ckpt"
-            else "; make one with `purrsight export --checkpoint <ckpt> --out <bundle>`"
-        )
-        raise BundleError(f"{folder}: not a Purr-Sight bundle ({MANIFEST} missing){hint}")
-    try:
-        info = json.loads(manifest.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise BundleError(f"{manifest}: not valid JSON ({err})") from None
-    if info.get("format") != BUNDLE_FORMAT:
-        raise BundleError(
-            f"{manifest}: format {info.get('format')!r}, this version reads {BUNDLE_FORMAT!r}"
-        )
-    if info.get("llm", {}).get("kind") not in LLM_KINDS:
-        raise BundleError(f"{manifest}: llm.kind must be one of {LLM_KINDS}")
-    return info
-
-
-def write_manifest(folder: Path, info: dict[str, Any]) -> Path:
-    path = folder / MANIFEST
-    path.write_text(json.dumps(info, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    return path
+        return list(self.manifest.modalities)
 
 
 # Linear layers left in fp32 by ``--quantize int8``, by name suffix. Measured on the demo
@@ -147,30 +120,33 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> LoadedB
     from transformers.utils import logging as hf_logging
 
     folder = Path(path)
-    info = read_manifest(folder)
+    manifest = read_manifest(folder)
     # "Loading weights" bars on stderr would garble `predict`'s one-line errors and logs.
     hf_logging.disable_progress_bar()
-    aligner_path = folder / info["aligner"]["file"]
+    aligner_path = folder / manifest.aligner.file
     if not aligner_path.is_file():
         raise BundleError(f"{aligner_path}: the bundle's aligner is missing")
     aligner, _ = load_aligner(aligner_path)
     aligner.eval()
-    llm, tokenizer = _load_llm(folder, info)
-    proj = info["projectors"]
+    llm, tokenizer = _load_llm(folder, manifest)
+    lora = manifest.lora
     model = build_multimodal_llm(
         llm,
         tokenizer,
-        in_dim=int(proj["in_dim"]),
-        num_tokens=int(info["num_soft_tokens"]),
-        modalities=info["modalities"],
-        projector_hidden_dim=int(proj["hidden_dim"]),
-        **_lora_kwargs(folder, info),
+        in_dim=manifest.projectors.in_dim,
+        num_tokens=manifest.num_soft_tokens,
+        modalities=manifest.modalities,
+        projector_hidden_dim=manifest.projectors.hidden_dim,
+        lora_r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        lora_target_modules=list(lora.target_modules),
     )
-    projectors_path = folder / PROJECTORS_FILE
+    projectors_path = folder / manifest.projectors.file
     if not projectors_path.is_file():
         raise BundleError(f"{projectors_path}: the bundle's projectors are missing")
     _load_strict(model.projectors, load_file(str(projectors_path)), projectors_path)
-    kind = info["llm"]["kind"]
+    kind = manifest.llm.kind
     if kind == "adapter":
         _load_adapter(model, folder / ADAPTER_FILE)
         # Folded into the weights for inference: unmerged, every q/k/v/o projection runs
@@ -182,8 +158,8 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> LoadedB
         # merging them away leaves the plain model.
         model.merge_lora()
         if kind == "int8":
-            skip = tuple(info["quantization"].get("skipped", ()))
-            model.llm = quantize_int8(model.llm, skip)
+            assert manifest.quantization is not None  # the manifest checks it for int8
+            model.llm = quantize_int8(model.llm, tuple(manifest.quantization.skipped))
             int8_path = folder / INT8_FILE
             if not int8_path.is_file():
                 raise BundleError(f"{int8_path}: the bundle's int8 weights are missing")
@@ -196,40 +172,30 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> LoadedB
                     raise BundleError(str(err)) from None
             _load_strict(model.llm, state, int8_path)
     model.to(device).eval()
-    return LoadedBundle(folder, info, model, tokenizer, aligner.to(device))
+    return LoadedBundle(folder, manifest, model, tokenizer, aligner.to(device))
 
 
-def _lora_kwargs(folder: Path, info: dict[str, Any]) -> dict[str, Any]:
-    lora = info["lora"]
-    return {
-        "lora_r": int(lora["r"]),
-        "lora_alpha": int(lora["alpha"]),
-        "lora_dropout": float(lora["dropout"]),
-        "lora_target_modules": list(lora["target_modules"]),
-    }
-
-
-def _load_llm(folder: Path, info: dict[str, Any]):
+def _load_llm(folder: Path, manifest: BundleManifest):
     """(causal LM, tokenizer) for the bundle's ``llm.kind``."""
     from purrsight.models.llm import load_llm, resolve_llm_folder
 
-    llm_info = info["llm"]
-    kind = llm_info["kind"]
+    llm_info = manifest.llm
+    kind = llm_info.kind
     if kind == "merged":
         return load_llm(str(folder / LLM_DIR))
     if kind == "int8":
         return _llm_skeleton(folder / LLM_DIR)
     try:
-        base = resolve_llm_folder(llm_info["name"])
+        base = resolve_llm_folder(llm_info.name)
     except (FileNotFoundError, ValueError) as err:
         raise BundleError(f"{folder / MANIFEST}: llm.name: {err}") from None
     identity = llm_identity(base)
-    if identity != llm_info["identity"]:
+    if identity != llm_info.identity:
         raise BundleError(
             f"{folder / MANIFEST}: the base LLM at {base} is not the one this bundle was "
-            f"trained on (identity {identity}, the bundle needs {llm_info['identity']})"
+            f"trained on (identity {identity}, the bundle needs {llm_info.identity})"
         )
-    return load_llm(llm_info["name"])
+    return load_llm(llm_info.name)
 
 
 def _llm_skeleton(llm_dir: Path):

@@ -38,7 +38,7 @@ from purrsight.inference.metrics import (
 from purrsight.inference.predictor import Predictor, Prepared
 from purrsight.inference.report_parse import parse_report
 from purrsight.progress import Progress
-from purrsight.report import UNSURE
+from purrsight.vocabulary import UNSURE
 
 log = logging.getLogger(__name__)
 

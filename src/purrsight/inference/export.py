@@ -25,27 +25,34 @@ import torch
 from purrsight.config import Config, ConfigError
 from purrsight.data.instruction import SYSTEM_PROMPT
 from purrsight.hashing import file_sha256
-from purrsight.inference.bundle import (
+from purrsight.inference.bundle import INT8_SKIP, llm_identity, quantize_int8, state_dict_megabytes
+from purrsight.inference.bundle_manifest import (
     ADAPTER_CONFIG,
     ADAPTER_FILE,
+    ALIGNER_FILE,
     BUNDLE_FORMAT,
     INT8_FILE,
-    INT8_SKIP,
     LLM_DIR,
     MANIFEST,
     PROJECTORS_FILE,
-    llm_identity,
-    quantize_int8,
-    state_dict_megabytes,
+    AlignerInfo,
+    BundleManifest,
+    EncoderInfo,
+    GenerationInfo,
+    LlmInfo,
+    LoraInfo,
+    ProjectorsInfo,
+    PromptInfo,
+    QuantizationInfo,
+    SourceInfo,
     write_manifest,
 )
 from purrsight.models.mm_llm import MultimodalLLM
 from purrsight.models.weights import read_phase2_checkpoint
-from purrsight.report import UNSURE, WELFARE_LABELS
+from purrsight.vocabulary import MODALITIES, UNSURE, WELFARE_LABELS
 
 log = logging.getLogger(__name__)
 
-# Written by train/checkpointing.py (the library does not import the training package).
 QUANTIZE_CHOICES = ("int8",)
 
 
@@ -109,14 +116,14 @@ def export_bundle(
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     staging.chmod(0o755)
     try:
-        info = _write(staging, model, tokenizer, config, meta, merge_lora, quantize)
-        info["source"] = {
-            "checkpoint": str(checkpoint_path.resolve()),
-            "checkpoint_sha256": file_sha256(checkpoint_path),
-            "global_step": int(checkpoint.get("global_step", 0)),
-            "exported": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
-        write_manifest(staging, info)
+        manifest = _write(staging, model, tokenizer, config, meta, merge_lora, quantize)
+        manifest.source = SourceInfo(
+            checkpoint=str(checkpoint_path.resolve()),
+            checkpoint_sha256=file_sha256(checkpoint_path),
+            global_step=int(checkpoint.get("global_step", 0)),
+            exported=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+        write_manifest(staging, manifest)
         for path in staging.rglob("*"):  # safetensors writes 0600: a bundle is for sharing
             path.chmod(0o755 if path.is_dir() else 0o644)
         if out.exists():
@@ -124,8 +131,8 @@ def export_bundle(
         staging.rename(out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    log.info("bundle written to %s (llm %s)", out, info["llm"]["kind"])
-    return info
+    log.info("bundle written to %s (llm %s)", out, manifest.llm.kind)
+    return manifest.model_dump(mode="json")
 
 
 def _check_target(out: Path) -> None:
@@ -145,26 +152,20 @@ def _write(
     meta: dict[str, Any],
     merge_lora: bool,
     quantize: str | None,
-) -> dict[str, Any]:
+) -> BundleManifest:
     """Write every weight file into ``folder``; returns the manifest (without ``source``)."""
     from safetensors.torch import save_file
 
     projectors = {k: v.contiguous() for k, v in model.projectors.state_dict().items()}
     save_file(projectors, str(folder / PROJECTORS_FILE), metadata={"format": BUNDLE_FORMAT})
-    shutil.copy2(meta["aligner"]["path"], folder / "aligner.pt")
+    shutil.copy2(meta["aligner"]["path"], folder / ALIGNER_FILE)
     shutil.copy2(Path(meta["aligner"]["path"]).with_name("aligner.json"), folder / "aligner.json")
     from purrsight.models.llm import resolve_llm_folder
 
     base_folder = resolve_llm_folder(config.llm_model_name)
-    llm_info: dict[str, Any] = {
-        "name": config.llm_model_name,
-        "identity": llm_identity(base_folder),
-        "model_type": model.base_llm().config.model_type,
-        "hidden_size": int(model.projectors.llm_dim),
-    }
     sizes: dict[str, float] = {}
     if quantize is None and not merge_lora:
-        llm_info["kind"] = "adapter"
+        kind = "adapter"
         # PEFT's own format: any PEFT tooling loads the adapter onto the same base LLM.
         model.llm.save_pretrained(str(folder), safe_serialization=True)
         (folder / "README.md").unlink(missing_ok=True)  # PEFT's empty model card template
@@ -176,71 +177,76 @@ def _write(
         llm = model.base_llm()
         sizes["llm_fp32_mb"] = round(state_dict_megabytes(llm), 2)
         if quantize == "int8":
-            llm_info["kind"] = "int8"
+            kind = "int8"
             llm.config.save_pretrained(folder / LLM_DIR)
             quantized = quantize_int8(llm)
             torch.save(quantized.state_dict(), folder / INT8_FILE)
             sizes["llm_int8_mb"] = round((folder / INT8_FILE).stat().st_size / 1e6, 2)
         else:
-            llm_info["kind"] = "merged"
+            kind = "merged"
             llm.save_pretrained(folder / LLM_DIR, safe_serialization=True)
         tokenizer.save_pretrained(folder / LLM_DIR)
     sizes["bundle_mb"] = round(
         sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6, 2
     )
-    return {
-        "format": BUNDLE_FORMAT,
-        "labels": list(config.labels),
-        "unsure_label": UNSURE,
-        "welfare_labels": sorted(WELFARE_LABELS),
-        "modalities": list(meta["modalities"]),
-        "num_soft_tokens": config.num_soft_tokens,
-        "projectors": {
-            "file": PROJECTORS_FILE,
-            "in_dim": int(model.projectors.in_dim),
-            "llm_dim": int(model.projectors.llm_dim),
-            "hidden_dim": int(
+    aligner = meta["aligner"]
+    return BundleManifest(
+        format=BUNDLE_FORMAT,
+        labels=list(config.labels),
+        unsure_label=UNSURE,
+        welfare_labels=sorted(WELFARE_LABELS),
+        modalities=list(meta["modalities"]),
+        num_soft_tokens=config.num_soft_tokens,
+        projectors=ProjectorsInfo(
+            file=PROJECTORS_FILE,
+            in_dim=int(model.projectors.in_dim),
+            llm_dim=int(model.projectors.llm_dim),
+            hidden_dim=int(
                 next(iter(model.projectors.values())).hidden_dim  # type: ignore[attr-defined]
             ),
-        },
-        "llm": llm_info,
-        "lora": {
-            "r": config.lora_r,
-            "alpha": config.lora_alpha,
-            "dropout": config.lora_dropout,
-            "target_modules": list(config.lora_target_modules),
-            "merged": llm_info["kind"] != "adapter",
-        },
-        "quantization": (
-            {
-                "method": "torch dynamic int8 (nn.Linear)",
-                "skipped": list(INT8_SKIP),
-                **sizes,
-            }
+        ),
+        llm=LlmInfo(
+            name=config.llm_model_name,
+            identity=llm_identity(base_folder),
+            model_type=model.base_llm().config.model_type,
+            hidden_size=int(model.projectors.llm_dim),
+            kind=kind,
+        ),
+        lora=LoraInfo(
+            r=config.lora_r,
+            alpha=config.lora_alpha,
+            dropout=config.lora_dropout,
+            target_modules=list(config.lora_target_modules),
+            merged=kind != "adapter",
+        ),
+        quantization=(
+            QuantizationInfo(
+                method="torch dynamic int8 (nn.Linear)", skipped=list(INT8_SKIP), **sizes
+            )
             if quantize
             else None
         ),
-        "sizes": sizes,
-        "aligner": {
-            "file": "aligner.pt",
-            "sha256": meta["aligner"]["sha256"],
-            "embed_dim": int(meta["aligner"]["embed_dim"]),
-            "run_name": meta["aligner"].get("run_name"),
+        sizes=sizes,
+        aligner=AlignerInfo(
+            file=ALIGNER_FILE,
+            sha256=aligner["sha256"],
+            embed_dim=int(aligner["embed_dim"]),
+            run_name=aligner.get("run_name"),
+        ),
+        encoders={
+            m: EncoderInfo(
+                config=getattr(config.encoders, m).model_dump(),
+                identity=aligner.get("encoders", {}).get(m),
+            )
+            for m in MODALITIES
         },
-        "encoders": {
-            m: {
-                "config": getattr(config.encoders, m).model_dump(),
-                "identity": meta["aligner"].get("encoders", {}).get(m),
-            }
-            for m in ("image", "audio", "text")
-        },
-        "prompt": {
-            "system_prompt": SYSTEM_PROMPT,
-            "instruction": config.inference.instruction,
-            "answer_fields": list(config.answer_fields),
-        },
-        "inference": config.inference.model_dump(),
-        "media": config.media.model_dump(),
-        "generation": {"max_new_tokens": config.max_new_tokens},
-        "max_text_length": config.max_text_length,
-    }
+        prompt=PromptInfo(
+            system_prompt=SYSTEM_PROMPT,
+            instruction=config.inference.instruction,
+            answer_fields=list(config.answer_fields),
+        ),
+        inference=config.inference,
+        media=config.media,
+        generation=GenerationInfo(max_new_tokens=config.max_new_tokens),
+        max_text_length=config.max_text_length,
+    )

@@ -68,8 +68,8 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-from purrsight.config import EncoderConfig, MediaConfig
-from purrsight.data.instruction import PLACEHOLDERS, SYSTEM_PROMPT
+from purrsight.config import EncoderConfig
+from purrsight.data.instruction import PLACEHOLDERS
 from purrsight.data.media import MediaSource, load_audio, load_image, load_video
 from purrsight.inference.bundle import LoadedBundle, load_bundle
 from purrsight.inference.errors import BundleError, InputError
@@ -78,16 +78,8 @@ from purrsight.inference.report_parse import parse_report
 from purrsight.inference.scoring import score_options
 from purrsight.precision import cpu_features_summary, inference_dtype
 from purrsight.progress import Progress
-from purrsight.report import (
-    ANSWER_FIELDS,
-    UNSURE,
-    VET_ADVICE,
-    Alternative,
-    Evidence,
-    Report,
-    compose_summary,
-    label_advice,
-)
+from purrsight.report import Alternative, Evidence, Report, compose_summary
+from purrsight.vocabulary import INPUTS, UNSURE, VET_ADVICE, label_advice
 
 log = logging.getLogger(__name__)
 
@@ -180,17 +172,17 @@ class Predictor:
         max_new_tokens: int | None = None,
     ) -> None:
         self.bundle = bundle
-        info = bundle.info
-        self.settings: dict[str, Any] = dict(info.get("inference", {}))
+        manifest = bundle.manifest
+        self.settings = manifest.inference.model_copy()
+        """The bundle's inference settings (a copy: changing one changes this predictor)."""
         if unsure_threshold is not None:
             if not 0.0 <= unsure_threshold < 1.0:
                 raise ValueError(f"unsure_threshold must be in [0, 1), got {unsure_threshold}")
-            self.settings["unsure_threshold"] = unsure_threshold
-        self.media = MediaConfig.model_validate(info.get("media", {}))
-        self.max_new_tokens = int(max_new_tokens or info["generation"]["max_new_tokens"])
-        prompt = info.get("prompt", {})
-        self.system_prompt = prompt.get("system_prompt", SYSTEM_PROMPT)
-        self.answer_fields = tuple(prompt.get("answer_fields", ANSWER_FIELDS))
+            self.settings.unsure_threshold = unsure_threshold
+        self.media = manifest.media.model_copy()
+        self.max_new_tokens = int(max_new_tokens or manifest.generation.max_new_tokens)
+        self.system_prompt = manifest.prompt.system_prompt
+        self.answer_fields = tuple(manifest.prompt.answer_fields)
         """What the model writes; the rest of a report is composed (see _generated_prediction)."""
         self._encoders: dict[str, Any] = {}
 
@@ -210,7 +202,7 @@ class Predictor:
         keep their own (dynamic int8 with fp32 activations)."""
         bundle = load_bundle(path, device)
         dtype = inference_dtype(precision, torch.device(device).type)
-        if bundle.info["llm"]["kind"] != "int8" and dtype != torch.float32:
+        if bundle.manifest.llm.kind != "int8" and dtype != torch.float32:
             bundle.model.llm.to(dtype)
             log.debug("the LLM computes in %s (%s)", dtype, cpu_features_summary())
         return cls(bundle, unsure_threshold=unsure_threshold, max_new_tokens=max_new_tokens)
@@ -228,11 +220,11 @@ class Predictor:
 
     @property
     def unsure_threshold(self) -> float:
-        return float(self.settings.get("unsure_threshold", 0.4))
+        return self.settings.unsure_threshold
 
     @property
     def welfare_threshold(self) -> float:
-        return float(self.settings.get("welfare_threshold", 0.3))
+        return self.settings.welfare_threshold
 
     # ------------------------------------------------------------------ public API
 
@@ -290,7 +282,7 @@ class Predictor:
                 clip = load_video(
                     video,
                     self._audio_rate() if "audio" in self.modalities else 16000,
-                    num_frames=int(self.settings.get("video_frames", 8)),
+                    num_frames=self.settings.video_frames,
                     max_seconds=media.max_video_seconds,
                     max_bytes=media.max_file_bytes,
                     max_pixels=media.max_image_pixels,
@@ -381,7 +373,7 @@ class Predictor:
                 self.bundle.tokenizer,
                 [p.features for p in prepared],
                 [p.instruction for p in prepared],
-                int(self.bundle.info["num_soft_tokens"]),
+                self.bundle.manifest.num_soft_tokens,
                 self.system_prompt,
             )
         except ValueError as err:  # a reserved marker in the user's text
@@ -403,7 +395,7 @@ class Predictor:
                 bundle.tokenizer,
                 [p.features for p in prepared],
                 [p.instruction for p in prepared],
-                int(bundle.info["num_soft_tokens"]),
+                bundle.manifest.num_soft_tokens,
                 max_new_tokens=self.max_new_tokens,
                 batch_size=GENERATE_BATCH,
                 system_prompt=self.system_prompt,
@@ -499,7 +491,7 @@ class Predictor:
     def _finish(self, *, probabilities: dict[str, float], advice: str, **fields: Any) -> Report:
         """The report with the welfare rule applied: the answer is a welfare label, or the
         welfare labels together are at least ``welfare_threshold`` likely."""
-        welfare = self.bundle.info.get("welfare_labels", ["in_pain"])
+        welfare = self.bundle.manifest.welfare_labels
         risk = sum(probabilities.get(label, 0.0) for label in welfare)
         alert = fields["emotion"] in welfare or risk >= self.welfare_threshold
         if alert and "vet" not in advice.lower():
@@ -507,11 +499,11 @@ class Predictor:
         return Report(advice=advice, welfare_alert=alert, **fields)
 
     def _instruction(self, text: str | None) -> str:
-        question = str(self.settings.get("instruction") or "How does this cat feel?")
+        question = self.settings.instruction
         if not text:
             return question
         text = text.strip()
-        limit = int(self.settings.get("max_text_chars", 500))
+        limit = self.settings.max_text_chars
         if len(text) > limit:
             raise InputError(f"text is {len(text)} characters, over the limit of {limit}")
         reserved = self._reserved_markers()
@@ -583,10 +575,10 @@ def _observable(
 
 
 def _request_kwargs(request: dict[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(request) - {"image", "audio", "video", "text"})
+    unknown = sorted(set(request) - set(INPUTS))
     if unknown:
-        raise InputError(f"unknown request fields {unknown}; use image, audio, video, text")
-    return {k: request.get(k) for k in ("image", "audio", "video", "text")}
+        raise InputError(f"unknown request fields {unknown}; use {', '.join(INPUTS)}")
+    return {k: request.get(k) for k in INPUTS}
 
 
 def answer_start(emotion: str) -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-from itertools import combinations
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from purrsight.files import atomic_write
 from purrsight.models.weights import load_weights
+from purrsight.vocabulary import AUDIO, IMAGE, MODALITIES, TEXT
 
-MODALITIES = ("image", "audio", "text")
 # The pairs contrasted with each other; image–audio ties the two perceptual sides
 # together so a sample with no text side still aligns.
-PAIRS: tuple[tuple[str, str], ...] = (("image", "text"), ("audio", "text"), ("image", "audio"))
+PAIRS: tuple[tuple[str, str], ...] = ((IMAGE, TEXT), (AUDIO, TEXT), (IMAGE, AUDIO))
 MAX_LOGIT_SCALE = 100.0  # as in CLIP: caps 1/temperature so the logits cannot blow up
 
 
@@ -131,10 +131,6 @@ def contrastive_loss(
     return torch.stack(list(losses.values())).mean(), losses
 
 
-def pair_names(modalities: list[str]) -> list[str]:
-    return [f"{a}_{b}" for a, b in combinations(modalities, 2)]
-
-
 # ----------------------------------------------------------------------------- save / load
 
 
@@ -147,11 +143,8 @@ def save_aligner(run_dir: str | Path, aligner: Aligner, meta: dict[str, Any]) ->
     weights = {k: v.detach().cpu().contiguous() for k, v in aligner.state_dict().items()}
     info = {**meta, **aligner.hyperparameters(), "temperature": aligner.temperature}
     pt_path, json_path = run_dir / "aligner.pt", run_dir / "aligner.json"
-    tmp_pt, tmp_json = pt_path.with_suffix(".pt.tmp"), json_path.with_suffix(".json.tmp")
-    torch.save(weights, tmp_pt)
-    tmp_json.write_text(json.dumps(info, indent=2, sort_keys=True), encoding="utf-8")
-    tmp_pt.replace(pt_path)
-    tmp_json.replace(json_path)
+    atomic_write(pt_path, lambda handle: torch.save(weights, handle))
+    atomic_write(json_path, json.dumps(info, indent=2, sort_keys=True))
     return pt_path
 
 

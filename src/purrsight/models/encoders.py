@@ -41,12 +41,12 @@ from purrsight.hashing import file_sha256
 from purrsight.models.audio_features import SAMPLE_RATE as AISFX_SAMPLE_RATE
 from purrsight.models.audio_features import AisfxFrontEnd
 from purrsight.models.weights import load_weights
+from purrsight.vocabulary import AUDIO, IMAGE, MODALITIES, TEXT
 
-MODALITIES = ("image", "audio", "text")
 ENCODER_TYPES: dict[str, tuple[str, ...]] = {
-    "image": ("efficientnet_lite0", "hf"),
-    "audio": ("aisfx", "hf"),
-    "text": ("minilm", "hf"),
+    IMAGE: ("efficientnet_lite0", "hf"),
+    AUDIO: ("aisfx", "hf"),
+    TEXT: ("minilm", "hf"),
 }
 
 

@@ -25,9 +25,10 @@ from torch import nn
 
 from purrsight.models.lean_dropout import use_lean_lora_dropout
 from purrsight.models.modes import eval_mode
-from purrsight.models.projector import MODALITIES, Projectors
+from purrsight.models.projector import Projectors
 from purrsight.models.weight_spill import spill_path
 from purrsight.models.weights import load_weights
+from purrsight.vocabulary import MODALITIES
 
 DEFAULT_TARGET_MODULES = ("q_proj", "v_proj", "k_proj", "o_proj")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-MODALITIES = ("image", "audio", "text")
+from purrsight.vocabulary import MODALITIES
 
 
 class ModalityProjector(nn.Module):

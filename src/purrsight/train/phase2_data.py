@@ -34,10 +34,11 @@ from purrsight.data.packing import collate_packed
 from purrsight.models.aligner import Aligner
 from purrsight.models.modes import eval_mode
 from purrsight.report import ANSWER_FIELDS
+from purrsight.vocabulary import MEDIA_MODALITIES
 
 log = logging.getLogger(__name__)
 
-PHASE2_MODALITIES = ("image", "audio")
+PHASE2_MODALITIES = MEDIA_MODALITIES  # image, audio: the soft-prompt slots
 
 
 # ----------------------------------------------------------------------------- features

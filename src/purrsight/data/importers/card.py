@@ -7,6 +7,7 @@ from datetime import date
 from pathlib import Path
 
 from purrsight.data.importers.common import Mapping, Skipped, SourceInfo, outside_default
+from purrsight.vocabulary import MEDIA_MODALITIES
 
 MAX_LISTED = 200  # skipped files listed in the card; import_report.json has them all
 
@@ -29,7 +30,7 @@ def render_card(
     by_source = Counter(r["meta"]["source_label"] for r in records)
     by_label = Counter(r["label"] for r in records)
     by_subject = Counter(r["subject_id"] or "(none)" for r in records)
-    by_modality = Counter("+".join(m for m in ("image", "audio") if r[m]) for r in records)
+    by_modality = Counter("+".join(m for m in MEDIA_MODALITIES if r[m]) for r in records)
     lines = [
         f"# Dataset card: {info.name}",
         "",

@@ -41,18 +41,6 @@ INFO = SourceInfo(
     ),
 )
 
-CLASSES = (
-    "Angry",
-    "Defence",
-    "Fighting",
-    "Happy",
-    "HuntingMind",
-    "Mating",
-    "MotherCall",
-    "Paining",
-    "Resting",
-    "Warning",
-)
 # What each class is, for the summary and the vocalisation evidence.
 DESCRIPTIONS: dict[str, tuple[str, str]] = {
     "Angry": ("its call was recorded as angry", "angry call"),

@@ -9,7 +9,6 @@ Nothing is dropped silently: every file ends up either in the JSONL or in the sk
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,29 +17,8 @@ from typing import Any
 import yaml
 
 from purrsight.data.manifest import ManifestError
-from purrsight.report import DEFAULT_LABELS, Evidence, Report
-
-# How each emotion feels (arousal) and what to do about it; the defaults follow the demo
-# data's tables so imported and generated reports read alike.
-AROUSAL: dict[str, str] = {
-    "content": "low",
-    "playful": "high",
-    "curious": "medium",
-    "demanding": "medium",
-    "fearful": "high",
-    "aggressive": "high",
-    "in_pain": "low",
-}
-ADVICE: dict[str, str] = {
-    "content": "No action needed; let it rest.",
-    "playful": "Offer a wand toy or a ball to play with.",
-    "curious": "Let it explore safely and keep hazards out of reach.",
-    "demanding": "Check its food, water and litter box; it may also want attention.",
-    "fearful": "Give it space and a hiding place; do not reach for it.",
-    "aggressive": "Keep your distance and do not touch it until it calms down.",
-    "in_pain": "Contact a vet: signs of pain should be checked promptly.",
-}
-GENERIC_ADVICE = "Watch the cat and give it what it seems to need."
+from purrsight.report import Evidence, Report
+from purrsight.vocabulary import DEFAULT_LABELS, label_advice, label_arousal
 
 
 class DataImportError(ManifestError):
@@ -183,7 +161,9 @@ def build_report(
 
     Only what the source tells is filled in: the emotion (from the mapped class), the
     vocalisation when the source names it, a summary that states the recording context,
-    and advice for the emotion. Visual cues are unknown for these sets and stay null.
+    and the emotion's arousal and advice from :mod:`purrsight.vocabulary` (the demo data's
+    too, so imported and generated reports read alike). Visual cues are unknown for these
+    sets and stay null.
     """
     label_words = emotion.replace("_", " ")
     if candidate.context:
@@ -192,11 +172,11 @@ def build_report(
         summary = f"The cat is {label_words}."
     return Report(
         evidence=Evidence(vocalization=candidate.vocalization),
-        arousal=AROUSAL.get(emotion, "medium"),
+        arousal=label_arousal(emotion),
         emotion=emotion,
         confidence=confidence,
         summary=summary,
-        advice=ADVICE.get(emotion, GENERIC_ADVICE),
+        advice=label_advice(emotion),
         modalities=modalities,
     )
 
@@ -209,7 +189,3 @@ def media_files(source: Path) -> list[Path]:
 def outside_default(labels: set[str]) -> list[str]:
     """Emotions not in the default label set (the config's ``labels:`` must list them)."""
     return sorted(label for label in labels if label not in DEFAULT_LABELS)
-
-
-def write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")

@@ -25,15 +25,23 @@ from purrsight.data.importers.common import (
     Skipped,
     SourceInfo,
     build_report,
-    write_json,
 )
 from purrsight.data.media import MediaError, load_audio, load_image
+from purrsight.files import atomic_write
+from purrsight.vocabulary import (
+    AUDIO,
+    AUDIO_INSTRUCTION,
+    DEFAULT_INSTRUCTION,
+    IMAGE,
+    IMAGE_INSTRUCTION,
+    MEDIA_MODALITIES,
+)
 
 CHECK_SAMPLE_RATE = 16_000  # any rate works for a decode check; 16 kHz is cheap
 INSTRUCTIONS = {
-    ("image", "audio"): "How does this cat feel?",
-    ("image",): "Look at this cat. How is it feeling?",
-    ("audio",): "Listen to this cat. What is it feeling?",
+    MEDIA_MODALITIES: DEFAULT_INSTRUCTION,
+    (IMAGE,): IMAGE_INSTRUCTION,
+    (AUDIO,): AUDIO_INSTRUCTION,
 }
 
 
@@ -106,7 +114,7 @@ def _unique_id(key: str, used: set[str]) -> str:
 def _record(
     candidate: Candidate, emotion: str, media: dict[str, str], mapping: Mapping, sample_id: str
 ) -> dict:
-    modalities = [m for m in ("image", "audio") if m in media]
+    modalities = [m for m in MEDIA_MODALITIES if m in media]
     report = build_report(emotion, candidate, modalities, mapping.confidence)
     return {
         "id": sample_id,
@@ -140,7 +148,7 @@ def write_import(
     result.skipped = list(skipped)
     used: set[str] = set()
     for candidate in sorted(candidates, key=lambda c: c.key):
-        files = {m: getattr(candidate, m) for m in ("image", "audio") if getattr(candidate, m)}
+        files = {m: getattr(candidate, m) for m in MEDIA_MODALITIES if getattr(candidate, m)}
         emotion = mapping.emotion(candidate.source_label)
         if isinstance(emotion, Skipped):
             for path in files.values():
@@ -164,24 +172,20 @@ def write_import(
 
 
 def _write(result: ImportResult, info: SourceInfo, kind: str, source: Path, mapping: Mapping):
-    result.jsonl.write_text(
-        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in result.records),
-        encoding="utf-8",
+    atomic_write(
+        result.jsonl, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in result.records)
     )
     result.skipped.sort(key=lambda s: (s.kind, s.path))
-    write_json(
-        result.report,
-        {
-            **result.summary(),
-            "kind": kind,
-            "source": str(source),
-            "mapping": mapping.labels,
-            "skipped_files": [
-                {"path": s.path, "kind": s.kind, "reason": s.reason} for s in result.skipped
-            ],
-        },
-    )
-    result.card.write_text(
-        render_card(info, kind, source, result.records, result.skipped, mapping),
-        encoding="utf-8",
+    report = {
+        **result.summary(),
+        "kind": kind,
+        "source": str(source),
+        "mapping": mapping.labels,
+        "skipped_files": [
+            {"path": s.path, "kind": s.kind, "reason": s.reason} for s in result.skipped
+        ],
+    }
+    atomic_write(result.report, json.dumps(report, indent=2) + "\n")
+    atomic_write(
+        result.card, render_card(info, kind, source, result.records, result.skipped, mapping)
     )

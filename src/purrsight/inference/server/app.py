@@ -26,13 +26,9 @@ from purrsight.data.media import MediaError, MediaTooLarge
 from purrsight.inference.errors import InputError
 from purrsight.inference.server.limits import ServerLimits
 from purrsight.inference.server.sandbox import DecodeSandbox
-from purrsight.inference.server.uploads import (
-    MEDIA_FIELDS,
-    BodyLimit,
-    RequestRefused,
-    read_form,
-)
+from purrsight.inference.server.uploads import BodyLimit, RequestRefused, read_form
 from purrsight.inference.server.worker import Busy, PredictorWorker
+from purrsight.vocabulary import MEDIA_FIELDS
 
 log = logging.getLogger(__name__)
 

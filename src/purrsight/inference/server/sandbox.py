@@ -15,6 +15,7 @@ import resource
 from typing import Any
 
 from purrsight.data.media import MediaError, MediaTooLarge
+from purrsight.vocabulary import MEDIA_FIELDS
 
 MB = 1024 * 1024
 STARTUP_SECONDS = 120.0
@@ -106,7 +107,7 @@ class DecodeSandbox:
     def check(self, request: dict[str, Any]) -> None:
         """Decode each of the request's ``image`` / ``audio`` / ``video`` bytes in the child;
         raises :class:`MediaError` (:class:`MediaTooLarge` for a limit)."""
-        for modality in ("image", "audio", "video"):
+        for modality in MEDIA_FIELDS:
             data = request.get(modality)
             if data is None:
                 continue

@@ -16,8 +16,9 @@ from typing import Any
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
-MEDIA_FIELDS = ("image", "audio", "video")
-TEXT_FIELDS = ("text", "mode")
+from purrsight.vocabulary import MEDIA_FIELDS, TEXT
+
+TEXT_FIELDS = (TEXT, "mode")
 CHUNK = 64 * 1024
 
 
