@@ -30,15 +30,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from purrsight.config import load_config  # noqa: E402
-from purrsight.data.feature_cache import (  # noqa: E402
+from purrsight.data.manifest import read_manifest  # noqa: E402
+from purrsight.features.cache import (  # noqa: E402
     FeatureCache,
     LazyEncoders,
     aligned_features,
     apply_head,
     encoder_table,
 )
-from purrsight.data.features import encode_samples  # noqa: E402
-from purrsight.data.manifest import read_manifest  # noqa: E402
+from purrsight.features.raw import encode_samples  # noqa: E402
 from purrsight.models.aligner import Aligner, load_aligner  # noqa: E402
 from purrsight.models.encoders import _file_hash, build_encoder  # noqa: E402
 

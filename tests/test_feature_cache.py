@@ -17,7 +17,8 @@ from PIL import Image
 import purrsight.models.encoders as encoders_module
 from purrsight.config import ConfigError, MediaConfig, load_config
 from purrsight.data.demo import generate_demo_dataset
-from purrsight.data.feature_cache import (
+from purrsight.data.manifest import read_manifest
+from purrsight.features.cache import (
     FeatureCache,
     LazyEncoders,
     aligned_features,
@@ -26,8 +27,7 @@ from purrsight.data.feature_cache import (
     namespace,
     text_features,
 )
-from purrsight.data.features import encode_samples
-from purrsight.data.manifest import read_manifest
+from purrsight.features.raw import encode_samples
 from purrsight.models.aligner import Aligner
 from purrsight.models.encoders import build_encoder, encoder_identity
 from purrsight.train.phase2_data import encode_aligned

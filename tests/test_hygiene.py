@@ -19,7 +19,7 @@ LIBRARY_MODULES = [
     "purrsight.data.media",
     "purrsight.data.demo",
     "purrsight.data.instruction",
-    "purrsight.data.features",
+    "purrsight.features.raw",
     "purrsight.data.check",
     "purrsight.models.weights",
     "purrsight.inference.predictor",

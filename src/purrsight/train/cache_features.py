@@ -2,7 +2,7 @@
 
     purrsight cache-features --config config/demo.yaml
 
-Two levels (see :mod:`purrsight.data.feature_cache`): raw encoder features of Phase 1's
+Two levels (see :mod:`purrsight.features.cache`): raw encoder features of Phase 1's
 splits (``phase1.data_dir``: train, val) and of the label descriptions; aligned features
 of Phase 2's splits (``data_dir``: train, val, test) with the aligner that
 ``phase1_checkpoint_path`` resolves to. Without an aligner yet, only the first level is
@@ -39,7 +39,7 @@ def fill_feature_cache(config: Config, config_path: str | None = None) -> dict[s
     Raises:
         ConfigError / ManifestError / MediaError: naming the key, file:line or media file.
     """
-    from purrsight.data.feature_cache import (
+    from purrsight.features.cache import (
         FeatureCache,
         LazyEncoders,
         encoder_table,

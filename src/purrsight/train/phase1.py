@@ -20,8 +20,8 @@ from torch.utils.data import DataLoader
 
 from purrsight.config import Config, dump_config, to_flat_dict
 from purrsight.data.bad_samples import SKIPPED_FILE, BadSamples, read_samples, screen_media
-from purrsight.data.features import FeatureTable, encode_samples
 from purrsight.data.manifest import Sample
+from purrsight.features.raw import FeatureTable, encode_samples
 from purrsight.models.aligner import Aligner, save_aligner
 from purrsight.models.encoders import build_encoder
 from purrsight.report import label_description
@@ -79,7 +79,7 @@ def _encode_with_cache(
 ) -> tuple[FeatureTable, FeatureTable, torch.Tensor, dict[str, str], dict[str, int]]:
     """:func:`_encode_everything` through the feature cache: an encoder is loaded only
     for the features the cache lacks."""
-    from purrsight.data.feature_cache import (
+    from purrsight.features.cache import (
         FeatureCache,
         LazyEncoders,
         encoder_table,

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import Dataset
 
 from purrsight.config import Phase1Config
-from purrsight.data.features import FeatureTable
+from purrsight.features.raw import FeatureTable
 from purrsight.models.aligner import Aligner, contrastive_loss
 from purrsight.models.modes import eval_mode
 from purrsight.models.retrieval import alignment_metrics

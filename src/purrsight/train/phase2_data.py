@@ -26,11 +26,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from purrsight.config import MediaConfig
-from purrsight.data.features import encode_samples
 from purrsight.data.instruction import collate, encode_sample
 from purrsight.data.length_groups import LengthGroupedSampler
 from purrsight.data.manifest import ManifestError, Sample
 from purrsight.data.packing import collate_packed
+from purrsight.features.raw import encode_samples
 from purrsight.models.aligner import Aligner
 from purrsight.models.modes import eval_mode
 from purrsight.report import ANSWER_FIELDS

@@ -195,7 +195,7 @@ def encode_aligned_splits(
         gc.collect()
         return out
 
-    from purrsight.data.feature_cache import FeatureCache, LazyEncoders
+    from purrsight.features.cache import FeatureCache, LazyEncoders
 
     lazy = LazyEncoders(config.encoders, modalities)
     cache = FeatureCache(Path(config.feature_cache_dir))
@@ -223,7 +223,7 @@ def cached_aligned_splits(
 ) -> list[Any]:
     """:func:`encode_aligned_splits` through ``cache`` (a ``FeatureCache``), building
     encoders of ``lazy`` (``LazyEncoders``) only on misses."""
-    from purrsight.data.feature_cache import aligned_features
+    from purrsight.features.cache import aligned_features
     from purrsight.train.phase2_data import AlignedFeatures
 
     for modality in modalities:

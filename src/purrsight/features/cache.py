@@ -42,10 +42,10 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from purrsight.config import ConfigError, EncodersConfig, MediaConfig
-from purrsight.data.features import FeatureTable, encode_samples
 from purrsight.data.manifest import Sample
 from purrsight.data.media import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, MediaError
 from purrsight.data.media import _check_file as check_media_file
+from purrsight.features.raw import FeatureTable, encode_samples
 from purrsight.hashing import file_sha256
 
 log = logging.getLogger(__name__)
@@ -405,7 +405,7 @@ def encoder_table(
     cache: FeatureCache,
     desc: str = "encode",
 ) -> FeatureTable:
-    """:func:`~purrsight.data.features.encode_samples` through the cache, for every
+    """:func:`~purrsight.features.raw.encode_samples` through the cache, for every
     modality of ``encoders``."""
     features, present = {}, {}
     for modality in encoders.identities:
