@@ -31,16 +31,11 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from purrsight.config import load_config  # noqa: E402
 from purrsight.data.manifest import read_manifest  # noqa: E402
-from purrsight.features.cache import (  # noqa: E402
-    FeatureCache,
-    LazyEncoders,
-    aligned_features,
-    apply_head,
-    encoder_table,
-)
-from purrsight.features.raw import encode_samples  # noqa: E402
+from purrsight.features import FeatureSource  # noqa: E402
+from purrsight.features.aligned import apply_head  # noqa: E402
+from purrsight.features.cache import FeatureCache  # noqa: E402
 from purrsight.models.aligner import Aligner, load_aligner  # noqa: E402
-from purrsight.models.encoders import _file_hash, build_encoder  # noqa: E402
+from purrsight.models.encoders import _file_hash  # noqa: E402
 
 MODALITIES = ("image", "audio", "text")
 ALIGNED = ("image", "audio")
@@ -67,12 +62,15 @@ def _aligner(pattern: str | None, dims: dict[str, int]) -> tuple[Aligner, str]:
 def run_plain(samples, config, aligner) -> tuple[dict, dict]:
     """No cache: build the encoders, encode everything, align image and audio."""
     t0 = time.perf_counter()
-    encoders = {m: build_encoder(m, getattr(config.encoders, m)) for m in MODALITIES}
+    source = FeatureSource.from_config(config, MODALITIES, cache=False)
+    for m in MODALITIES:
+        source.encoder(m)
     load = time.perf_counter() - t0
-    table = encode_samples(samples, encoders, config.media, config.phase1.encode_batch_size)
+    table = source.raw(samples)
+    # The heads on the table just encoded (source.aligned would encode it again).
     aligned = {m: apply_head(aligner.heads[m], table.features[m]) for m in ALIGNED}
     seconds = time.perf_counter() - t0
-    del encoders
+    source.release()
     out = {**{f"encoder_{m}": table.features[m] for m in MODALITIES}}
     out.update({f"aligned_{m}": aligned[m] * table.present[m][:, None] for m in ALIGNED})
     return {"seconds": seconds, "load_seconds": load}, out
@@ -82,24 +80,22 @@ def run_cached(samples, config, aligner, cache_dir: Path) -> tuple[dict, dict]:
     """Through the feature cache: encoder level for all three, aligned level for two."""
     _file_hash.cache_clear()  # a fresh process hashes the encoder weights again
     t0 = time.perf_counter()
-    lazy = LazyEncoders(config.encoders, MODALITIES)
-    cache = FeatureCache(cache_dir)
+    configs = {m: getattr(config.encoders, m) for m in MODALITIES}
     batch = config.phase1.encode_batch_size
-    table = encoder_table(samples, lazy, config.media, batch, cache)
+    source = FeatureSource(configs, config.media, FeatureCache(cache_dir), batch)
+    table = source.raw(samples)
     out = {f"encoder_{m}": table.features[m] for m in MODALITIES}
-    for m in ALIGNED:
-        out[f"aligned_{m}"], _ = aligned_features(
-            samples, m, lazy, aligner.heads, aligner.embed_dim, config.media, batch, cache, m
-        )
+    aligned = source.aligned(samples, aligner, "align", ALIGNED)
+    out.update({f"aligned_{m}": aligned.features[m] for m in ALIGNED})
     seconds = time.perf_counter() - t0
-    entries, size, _ = cache.size()
+    usage = source.cache_usage()
     stats = {
         "seconds": seconds,
-        "encoders_loaded": lazy.built,
-        "encoder_level": cache.stats["encoder"].as_dict(),
-        "aligned_level": cache.stats["aligned"].as_dict(),
-        "entries": entries,
-        "size_mb": round(size / 2**20, 2),
+        "encoders_loaded": usage["encoders_loaded"],
+        "encoder_level": usage["encoder"],
+        "aligned_level": usage["aligned"],
+        "entries": usage["entries"],
+        "size_mb": usage["size_mb"],
     }
     return stats, out
 
@@ -117,8 +113,8 @@ def main() -> None:
 
     config = load_config(args.config)
     samples = _samples(Path(args.data or config.phase1.data_dir))
-    probe = LazyEncoders(config.encoders, MODALITIES)
-    dims = {m: probe.get(m).dim for m in MODALITIES}
+    probe = FeatureSource.from_config(config, MODALITIES, cache=False)
+    dims = {m: probe.encoder(m).dim for m in MODALITIES}
     probe.release()
     aligner, aligner_source = _aligner(args.aligner or config.phase1_checkpoint_path, dims)
 

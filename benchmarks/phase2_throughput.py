@@ -110,9 +110,15 @@ def build_model(config, modalities, embed_dim, gradient_checkpointing: bool):
 
 
 def load_encoders(config, modalities):
-    from purrsight.models.encoders import build_encoder
+    """A FeatureSource without the cache, its encoders built now (the guide's design runs
+    them on every batch; batches of up to ``batch_size`` samples are one encoder call)."""
+    from purrsight.features import FeatureSource
 
-    return {m: build_encoder(m, getattr(config.encoders, m)) for m in modalities}
+    configs = {m: getattr(config.encoders, m) for m in modalities}
+    source = FeatureSource(configs, config.media, batch_size=config.batch_size)
+    for modality in modalities:
+        source.encoder(modality)
+    return source
 
 
 # ----------------------------------------------------------------------------- features
@@ -147,8 +153,6 @@ def prepare(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     encoder pass saved to ``workdir``."""
     import torch
 
-    from purrsight.train.phase2_data import encode_aligned
-
     env = setup(args)
     started = time.perf_counter()
     feats = cached_features(env, workdir)
@@ -156,9 +160,7 @@ def prepare(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     if feats is None:
         config = env["config"]
         encoders = load_encoders(config, env["modalities"])
-        feats = encode_aligned(
-            env["samples"], encoders, env["aligner"], config.media, config.batch_size, "prepare"
-        )
+        feats = encoders.aligned(env["samples"], env["aligner"], "prepare")
         source = "one encoder pass (no feature cache in this checkout)"
     torch.save(
         {"ids": feats.ids, "features": feats.features, "present": feats.present},
@@ -170,7 +172,7 @@ def prepare(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 def load_prepared(env: dict[str, Any], workdir: Path):
     import torch
 
-    from purrsight.train.phase2_data import AlignedFeatures
+    from purrsight.features.aligned import AlignedFeatures
 
     feats = cached_features(env, workdir)  # a cache hit: no encoder is built
     if feats is not None:
@@ -188,7 +190,6 @@ def run_baseline(args: argparse.Namespace) -> dict[str, Any]:
     from purrsight.data.instruction import IGNORE_INDEX, collate, encode_sample
     from purrsight.models.lean_dropout import use_lean_lora_dropout
     from purrsight.models.mm_llm import position_ids_from_mask
-    from purrsight.train.phase2_data import encode_aligned
 
     env = setup(args)
     config, samples = env["config"], env["samples"]
@@ -206,9 +207,7 @@ def run_baseline(args: argparse.Namespace) -> dict[str, Any]:
     def batch_of(rows: list[int]):
         chosen = [samples[i] for i in rows]
         # The guide's dataset: encoders + aligner on the raw media, every step.
-        feats = encode_aligned(
-            chosen, encoders, env["aligner"], config.media, len(chosen), "baseline"
-        )
+        feats = encoders.aligned(chosen, env["aligner"], "baseline")
         items = [
             encode_sample(s, tokenizer, feats.row(i), config.num_soft_tokens, max_len)
             for i, s in enumerate(chosen)

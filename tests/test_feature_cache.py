@@ -1,5 +1,5 @@
-"""The feature cache: cached == freshly computed, keys change with content and models,
-corrupt entries are recomputed, and a full cache needs no encoder at all.
+"""The feature cache behind a FeatureSource: cached == freshly computed, keys change with
+content and models, corrupt entries are recomputed, and a full cache needs no encoder.
 
 Tiny random encoders (conftest), 14 generated demo samples, a random aligner.
 """
@@ -18,19 +18,12 @@ import purrsight.models.encoders as encoders_module
 from purrsight.config import ConfigError, MediaConfig, load_config
 from purrsight.data.demo import generate_demo_dataset
 from purrsight.data.manifest import read_manifest
-from purrsight.features.cache import (
-    FeatureCache,
-    LazyEncoders,
-    aligned_features,
-    content_key,
-    encoder_table,
-    namespace,
-    text_features,
-)
+from purrsight.features import FeatureSource
+from purrsight.features.cache import FeatureCache
+from purrsight.features.keys import content_key, namespace
 from purrsight.features.raw import encode_samples
 from purrsight.models.aligner import Aligner
 from purrsight.models.encoders import build_encoder, encoder_identity
-from purrsight.train.phase2_data import encode_aligned
 
 MODALITIES = ("image", "audio", "text")
 MEDIA = MediaConfig()
@@ -65,6 +58,13 @@ def _samples(data_dir: Path):
     return read_manifest(data_dir / "all.jsonl")
 
 
+def _source(cfgs, modalities, cache_dir: Path | None, media=MEDIA) -> FeatureSource:
+    """A FeatureSource of ``cfgs``' encoders for ``modalities``, through the cache in
+    ``cache_dir`` (None: no cache)."""
+    cache = FeatureCache(cache_dir) if cache_dir is not None else None
+    return FeatureSource({m: getattr(cfgs, m) for m in modalities}, media, cache, BATCH)
+
+
 @pytest.fixture
 def no_encoder_builds(monkeypatch):
     """Any attempt to load an encoder fails the test."""
@@ -88,23 +88,21 @@ def test_cached_encoder_features_equal_fresh_ones_and_hits_skip_the_encoders(
 ) -> None:
     samples = _samples(data_dir)
     fresh = encode_samples(samples, built, MEDIA, BATCH)
-    cache = FeatureCache(tmp_path / "cache")
-    cold_encoders = LazyEncoders(encoder_cfgs, MODALITIES)
-    cold = encoder_table(samples, cold_encoders, MEDIA, BATCH, cache)
-    assert sorted(cold_encoders.built) == sorted(MODALITIES)
-    stats = cache.stats["encoder"]
+    cold_source = _source(encoder_cfgs, MODALITIES, tmp_path / "cache")
+    cold = cold_source.raw(samples)
+    assert sorted(cold_source.encoders.built) == sorted(MODALITIES)
+    stats = cold_source.cache.stats["encoder"]
     assert stats.hits == 0 and stats.computed > 0 and stats.corrupt == 0
 
     def refuse(*args, **kwargs):
         raise AssertionError("a cache hit ran an encoder")
 
     monkeypatch.setattr(encoders_module, "build_encoder", refuse)
-    warm_cache = FeatureCache(tmp_path / "cache")
-    warm_encoders = LazyEncoders(encoder_cfgs, MODALITIES)
-    warm = encoder_table(samples, warm_encoders, MEDIA, BATCH, warm_cache)
-    assert warm_encoders.built == []
-    assert warm_cache.stats["encoder"].hits == stats.computed
-    assert warm_cache.stats["encoder"].computed == 0
+    warm_source = _source(encoder_cfgs, MODALITIES, tmp_path / "cache")
+    warm = warm_source.raw(samples)
+    assert warm_source.encoders.built == []
+    assert warm_source.cache.stats["encoder"].hits == stats.computed
+    assert warm_source.cache.stats["encoder"].computed == 0
     for table in (cold, warm):
         assert table.ids == fresh.ids
         for m in MODALITIES:
@@ -116,36 +114,54 @@ def test_cached_encoder_features_equal_fresh_ones_and_hits_skip_the_encoders(
 def test_equal_contents_are_computed_once(tmp_path, data_dir, encoder_cfgs) -> None:
     samples = _samples(data_dir)
     doubled = samples + samples  # the same files twice
-    cache = FeatureCache(tmp_path / "cache")
-    encoder_table(doubled, LazyEncoders(encoder_cfgs, ("image",)), MEDIA, BATCH, cache)
-    assert cache.stats["encoder"].computed == sum(s.image is not None for s in samples)
+    source = _source(encoder_cfgs, ("image",), tmp_path / "cache")
+    source.raw(doubled)
+    assert source.cache.stats["encoder"].computed == sum(s.image is not None for s in samples)
+
+
+def test_texts_with_and_without_the_cache_are_the_encoders_own(
+    tmp_path, encoder_cfgs, built
+) -> None:
+    texts = ["a happy cat", "an angry cat", "a happy cat"]
+    with torch.no_grad():
+        fresh = built["text"](texts)
+    plain = _source(encoder_cfgs, ("text",), None)
+    torch.testing.assert_close(plain.texts(texts), fresh, atol=1e-6, rtol=0)
+    assert plain.cache is None and plain.encoders.built == ["text"]
+    cached = _source(encoder_cfgs, ("text",), tmp_path / "cache")
+    torch.testing.assert_close(cached.texts(texts), fresh, atol=1e-6, rtol=0)
+    assert cached.cache.stats["encoder"].computed == 2  # keyed by the text
 
 
 def test_cached_aligned_features_equal_fresh_ones_and_need_no_encoder(
     tmp_path, data_dir, encoder_cfgs, built, aligner, no_encoder_builds
 ) -> None:
     samples = _samples(data_dir)
-    fresh = encode_aligned(samples, built, aligner, MEDIA, BATCH, "fresh")
+    media_modalities = ("image", "audio")
+    plain = _source(encoder_cfgs, media_modalities, None)  # the encoders already built:
+    plain.encoders._built.update({m: built[m] for m in media_modalities})
+    fresh = plain.aligned(samples, aligner, "fresh")
     cache_dir = tmp_path / "cache"
     # Fill the encoder level only (as Phase 1 does), with the encoders already built.
-    lazy = LazyEncoders(encoder_cfgs, ("image", "audio"))
-    lazy._built.update({m: built[m] for m in ("image", "audio")})
-    encoder_table(samples, lazy, MEDIA, BATCH, FeatureCache(cache_dir))
+    filler = _source(encoder_cfgs, media_modalities, cache_dir)
+    filler.encoders._built.update({m: built[m] for m in media_modalities})
+    filler.raw(samples)
     for round_ in ("aligned from the encoder level", "aligned level"):
-        cache = FeatureCache(cache_dir)
-        lazy = LazyEncoders(encoder_cfgs, ("image", "audio"))
-        for m in ("image", "audio"):
-            got, present = aligned_features(
-                samples, m, lazy, aligner.heads, 16, MEDIA, BATCH, cache, "t"
-            )
+        source = _source(encoder_cfgs, media_modalities, cache_dir)
+        got = source.aligned(samples, aligner, "t")
+        assert got.ids == fresh.ids
+        for m in media_modalities:
+            present = got.present[m]
             assert torch.equal(present, fresh.present[m])
             # Only present rows count (the plain path runs the head on absent zero rows).
-            torch.testing.assert_close(got[present], fresh.features[m][present], atol=1e-6, rtol=0)
-            assert not got[~present].any()
-        assert lazy.built == [], round_
+            torch.testing.assert_close(
+                got.features[m][present], fresh.features[m][present], atol=1e-6, rtol=0
+            )
+            assert not got.features[m][~present].any()
+        assert source.encoders.built == [], round_
         if round_ == "aligned level":
-            assert cache.stats["aligned"].computed == 0
-            assert cache.stats["encoder"].hits == 0  # never reached
+            assert source.cache.stats["aligned"].computed == 0
+            assert source.cache.stats["encoder"].hits == 0  # never reached
     assert aligner.training, "the aligner's mode is restored"
 
 
@@ -158,17 +174,16 @@ def test_changed_media_bytes_give_a_new_key_and_a_fresh_feature(
     copy = tmp_path / "data"
     shutil.copytree(data_dir, copy)
     samples = _samples(copy)
-    cache = FeatureCache(tmp_path / "cache")
-    encoder_table(samples, LazyEncoders(encoder_cfgs, ("image",)), MEDIA, BATCH, cache)
+    _source(encoder_cfgs, ("image",), tmp_path / "cache").raw(samples)
     target = next(s for s in samples if s.image is not None)
     old_key = content_key(target, "image", MEDIA)
     image = Image.open(target.image).convert("RGB")
     Image.new("RGB", image.size, (250, 10, 10)).save(target.image)  # same name, new bytes
     assert content_key(target, "image", MEDIA) != old_key
 
-    cache = FeatureCache(tmp_path / "cache")
-    table = encoder_table(samples, LazyEncoders(encoder_cfgs, ("image",)), MEDIA, BATCH, cache)
-    assert cache.stats["encoder"].computed == 1
+    source = _source(encoder_cfgs, ("image",), tmp_path / "cache")
+    table = source.raw(samples)
+    assert source.cache.stats["encoder"].computed == 1
     fresh = encode_samples([target], {"image": built["image"]}, MEDIA, BATCH)
     row = [s.id for s in samples].index(target.id)
     torch.testing.assert_close(
@@ -183,10 +198,10 @@ def test_encoder_config_media_limits_and_aligner_weights_are_part_of_the_key(
     cache_dir = tmp_path / "cache"
     n_images = sum(s.image is not None for s in samples)
 
-    def fill(cfgs, media=MEDIA, head=aligner.heads):
-        cache, lazy = FeatureCache(cache_dir), LazyEncoders(cfgs, ("image",))
-        feats, _ = aligned_features(samples, "image", lazy, head, 16, media, BATCH, cache, "t")
-        return cache.stats, lazy, feats
+    def fill(cfgs, media=MEDIA, heads=aligner):
+        source = _source(cfgs, ("image",), cache_dir, media)
+        feats = source.aligned(samples, heads, "t").features["image"]
+        return source.cache.stats, source.encoders, feats
 
     stats, _, base = fill(encoder_cfgs)
     assert stats["aligned"].computed == n_images
@@ -218,20 +233,10 @@ def test_encoder_config_media_limits_and_aligner_weights_are_part_of_the_key(
     )
     with torch.no_grad():
         changed.heads["image"].net[1].weight[0, 0] += 0.5
-    stats, lazy, moved = fill(encoder_cfgs, head=changed.heads)
+    stats, lazy, moved = fill(encoder_cfgs, heads=changed)
     assert stats["aligned"].computed == n_images
     assert stats["encoder"].hits == n_images and lazy.built == []
     assert not torch.allclose(moved, base)
-
-
-def test_text_features_are_keyed_by_the_text(tmp_path, encoder_cfgs, built) -> None:
-    texts = ["a happy cat", "an angry cat", "a happy cat"]
-    cache = FeatureCache(tmp_path / "cache")
-    got = text_features(texts, LazyEncoders(encoder_cfgs, ("text",)), MEDIA, cache)
-    assert cache.stats["encoder"].computed == 2
-    with torch.no_grad():
-        fresh = built["text"](texts)
-    torch.testing.assert_close(got, fresh, atol=1e-6, rtol=0)
 
 
 # ----------------------------------------------------------------------------- corruption
@@ -242,10 +247,10 @@ def test_corrupt_entries_are_detected_and_recomputed(
 ) -> None:
     samples = [s for s in _samples(data_dir) if s.image is not None][:5]
     fresh = encode_samples(samples, {"image": built["image"]}, MEDIA, BATCH).features["image"]
-    cache = FeatureCache(tmp_path / "cache")
-    encoder_table(samples, LazyEncoders(encoder_cfgs, ("image",)), MEDIA, BATCH, cache)
+    source = _source(encoder_cfgs, ("image",), tmp_path / "cache")
+    source.raw(samples)
     ns = namespace("encoder", "image", built["image"].identity, MEDIA)
-    paths = [cache.path(ns, content_key(s, "image", MEDIA)) for s in samples]
+    paths = [source.cache.path(ns, content_key(s, "image", MEDIA)) for s in samples]
 
     data = paths[0].read_bytes()
     paths[0].write_bytes(data[: len(data) - 7])  # truncated
@@ -255,18 +260,17 @@ def test_corrupt_entries_are_detected_and_recomputed(
     paths[2].write_bytes(b"")  # empty (a torn write)
     shutil.copy(paths[4], paths[3])  # a valid entry under another key
 
-    cache = FeatureCache(tmp_path / "cache")
-    lazy = LazyEncoders(encoder_cfgs, ("image",))
-    table = encoder_table(samples, lazy, MEDIA, BATCH, cache)
-    stats = cache.stats["encoder"]
+    source = _source(encoder_cfgs, ("image",), tmp_path / "cache")
+    table = source.raw(samples)
+    stats = source.cache.stats["encoder"]
     assert (stats.corrupt, stats.computed, stats.hits) == (4, 4, 1)
-    assert lazy.built == ["image"]
+    assert source.encoders.built == ["image"]
     torch.testing.assert_close(table.features["image"], fresh, atol=1e-6, rtol=0)
     assert sum("is corrupt" in r.getMessage() for r in caplog.records) == 4
 
-    again = FeatureCache(tmp_path / "cache")  # the rewritten entries are sound
-    encoder_table(samples, LazyEncoders(encoder_cfgs, ("image",)), MEDIA, BATCH, again)
-    assert again.stats["encoder"].hits == 5 and again.stats["encoder"].corrupt == 0
+    again = _source(encoder_cfgs, ("image",), tmp_path / "cache")  # rewritten entries are sound
+    again.raw(samples)
+    assert again.cache.stats["encoder"].hits == 5 and again.cache.stats["encoder"].corrupt == 0
 
 
 def test_a_missing_media_file_is_one_named_error(tmp_path, data_dir, encoder_cfgs) -> None:
@@ -275,15 +279,14 @@ def test_a_missing_media_file_is_one_named_error(tmp_path, data_dir, encoder_cfg
     copy = tmp_path / "data"
     shutil.copytree(data_dir, copy)
     samples = [s for s in _samples(copy) if s.image is not None][:2]
-    cache = FeatureCache(tmp_path / "cache")
-    encoder_table(samples, LazyEncoders(encoder_cfgs, ("image",)), MEDIA, BATCH, cache)
+    _source(encoder_cfgs, ("image",), tmp_path / "cache").raw(samples)
     samples[1].image.unlink()
     with pytest.raises(MediaError, match=r"file not found \(sample .* at .*all.jsonl:\d+\)"):
-        encoder_table(samples, LazyEncoders(encoder_cfgs, ("image",)), MEDIA, BATCH, cache)
+        _source(encoder_cfgs, ("image",), tmp_path / "cache").raw(samples)
     # Cached bytes under a name decoding refuses are refused too, not served from the cache.
     renamed = replace(samples[0], image=samples[0].image.rename(copy / "cat.gif"))
     with pytest.raises(MediaError, match=r"cat.gif: not a supported image type"):
-        encoder_table([renamed], LazyEncoders(encoder_cfgs, ("image",)), MEDIA, BATCH, cache)
+        _source(encoder_cfgs, ("image",), tmp_path / "cache").raw([renamed])
 
 
 # ----------------------------------------------------------------------------- config

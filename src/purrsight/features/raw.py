@@ -1,7 +1,8 @@
-"""One pass of samples through the frozen encoders.
+"""Raw encoder features: one pass of samples through the frozen encoders, no cache.
 
 Encoders are frozen, so their features are computed once per run (not once per
-epoch) and training works on the resulting table.
+epoch) and training works on the resulting table. :class:`~purrsight.features.FeatureSource`
+calls this for every feature it computes (the cache stores its results).
 Shapes: n = samples, d_m = a modality's feature size.
 """
 

@@ -68,9 +68,10 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-from purrsight.config import EncoderConfig
 from purrsight.data.instruction import PLACEHOLDERS
 from purrsight.data.media import MediaSource, load_audio, load_image, load_video
+from purrsight.features import FeatureSource
+from purrsight.features.aligned import apply_head
 from purrsight.inference.bundle import LoadedBundle, load_bundle
 from purrsight.inference.errors import BundleError, InputError
 from purrsight.inference.generate import build_items, generate_texts
@@ -184,7 +185,7 @@ class Predictor:
         self.system_prompt = manifest.prompt.system_prompt
         self.answer_fields = tuple(manifest.prompt.answer_fields)
         """What the model writes; the rest of a report is composed (see _generated_prediction)."""
-        self._encoders: dict[str, Any] = {}
+        self._features: FeatureSource | None = None  # built on first use: _feature_source()
 
     @classmethod
     def from_bundle(
@@ -316,7 +317,7 @@ class Predictor:
         with clock.stage("encoders"):
             raw = encoder(inputs)
         with clock.stage("aligner"):
-            return self._align(modality, raw)
+            return apply_head(self.bundle.aligner.heads[modality], raw)
 
     def predict_prepared(
         self, prepared: Sequence[Prepared], *, mode: Mode = "report", progress: str | None = None
@@ -529,27 +530,27 @@ class Predictor:
                 f"this model reads {' and '.join(self.modalities)} only; it cannot use "
                 f"{requested_as or modality}"
             )
-        if modality not in self._encoders:
-            from purrsight.models.encoders import build_encoder
+        source = self._feature_source()
+        trained_on = self.bundle.manifest.encoders[modality].identity
+        if trained_on and source.identity(modality) != trained_on:
+            raise BundleError(
+                f"{self.bundle.path}: encoders.{modality} is {source.identity(modality)}, but "
+                f"the bundle's aligner was trained on {trained_on}"
+            )
+        return source.encoder(modality)
 
-            spec = self.bundle.info["encoders"][modality]
-            encoder = build_encoder(modality, EncoderConfig.model_validate(spec["config"]))
-            if spec.get("identity") and encoder.identity != spec["identity"]:
-                raise BundleError(
-                    f"{self.bundle.path}: encoders.{modality} is {encoder.identity}, but the "
-                    f"bundle's aligner was trained on {spec['identity']}"
-                )
-            self._encoders[modality] = encoder.to(next(self.bundle.model.parameters()).device)
-        return self._encoders[modality]
+    def _feature_source(self) -> FeatureSource:
+        """The bundle's encoders (each built on first use, on the model's device) and media
+        limits; no feature cache (a request's media are new)."""
+        if self._features is None:
+            encoders = self.bundle.manifest.encoders
+            configs = {m: encoders[m].config for m in self.modalities}
+            device = next(self.bundle.model.parameters()).device
+            self._features = FeatureSource(configs, self.media, device=device)
+        return self._features
 
     def _audio_rate(self) -> int:
         return int(self._encoder("audio").sample_rate)
-
-    @torch.no_grad()
-    def _align(self, modality: str, features: torch.Tensor) -> torch.Tensor:
-        """Encoder features [n, d_m] → aligned unit vectors [n, e] (float32, CPU)."""
-        head = self.bundle.aligner.heads[modality]
-        return head(features.to(next(head.parameters()).device)).float().cpu()
 
 
 # Which input each evidence cue needs: a cue the model could not perceive is not evidence.

@@ -18,6 +18,7 @@ from typing import Any
 
 from purrsight.config import Config, ConfigError
 from purrsight.data.manifest import Sample, read_manifest
+from purrsight.features import FeatureSource
 
 log = logging.getLogger(__name__)
 
@@ -39,55 +40,36 @@ def fill_feature_cache(config: Config, config_path: str | None = None) -> dict[s
     Raises:
         ConfigError / ManifestError / MediaError: naming the key, file:line or media file.
     """
-    from purrsight.features.cache import (
-        FeatureCache,
-        LazyEncoders,
-        encoder_table,
-        text_features,
-    )
     from purrsight.report import label_description
 
     started = time.perf_counter()
-    cache = FeatureCache(Path(config.feature_cache_dir))
-    lazy = LazyEncoders(config.encoders, ("image", "audio", "text"))
-    batch = config.phase1.encode_batch_size
+    source = FeatureSource.from_config(config, ("image", "audio", "text"), cache=True)
     phase1 = _splits(Path(config.phase1.data_dir), PHASE1_SPLITS, config.labels)
     if not phase1:
         raise ConfigError(
             f"phase1.data_dir: no train.jsonl or val.jsonl in {config.phase1.data_dir}"
         )
     for name, samples in phase1:
-        encoder_table(samples, lazy, config.media, batch, cache, desc=f"phase1 {name}")
-    text_features([label_description(lb) for lb in config.labels], lazy, config.media, cache)
+        source.raw(samples, f"phase1 {name}")
+    source.texts([label_description(lb) for lb in config.labels])
 
     report: dict[str, Any] = {
-        "cache_dir": str(cache.root),
+        "cache_dir": str(Path(config.feature_cache_dir)),
         "phase1_samples": {n: len(s) for n, s in phase1},
     }
-    report.update(_fill_aligned(config, config_path, cache, lazy))
-    entries, size, allocated = cache.size()
-    report.update(
-        {
-            "encoder": cache.stats["encoder"].as_dict(),
-            "aligned": cache.stats["aligned"].as_dict(),
-            "entries": entries,
-            "size_mb": round(size / 2**20, 2),
-            "disk_mb": round(allocated / 2**20, 2),
-            "encoders_loaded": lazy.built,
-            "seconds": round(time.perf_counter() - started, 1),
-        }
-    )
+    report.update(_fill_aligned(config, config_path, source))
+    report.update(source.cache_usage())
+    report["seconds"] = round(time.perf_counter() - started, 1)
     if not config.feature_cache:
         report["note"] = "feature_cache is false in this config: training will not read the cache"
     return report
 
 
-def _fill_aligned(config: Config, config_path: str | None, cache: Any, lazy: Any) -> dict:
+def _fill_aligned(config: Config, config_path: str | None, source: FeatureSource) -> dict:
     """The aligned level for Phase 2's splits, if an aligner exists."""
     from purrsight.models.aligner import load_aligner
     from purrsight.train.checkpointing import resolve_aligner
     from purrsight.train.phase2_data import used_modalities
-    from purrsight.train.phase2_setup import cached_aligned_splits
 
     phase2: list[tuple[str, list[Sample]]] = _splits(
         Path(config.data_dir), PHASE2_SPLITS, config.labels
@@ -104,5 +86,5 @@ def _fill_aligned(config: Config, config_path: str | None, cache: Any, lazy: Any
     missing = [m for m in modalities if m not in aligner.heads]
     if missing:
         raise ConfigError(f"phase1_checkpoint_path: {aligner_path} has no head for {missing}")
-    cached_aligned_splits(config, phase2, aligner, info, modalities, cache, lazy)
+    source.aligned_splits(phase2, aligner, info, modalities)
     return {"aligner": str(aligner_path), "phase2_samples": {n: len(s) for n, s in phase2}}

@@ -21,9 +21,9 @@ from torch.utils.data import DataLoader
 from purrsight.config import Config, dump_config, to_flat_dict
 from purrsight.data.bad_samples import SKIPPED_FILE, BadSamples, read_samples, screen_media
 from purrsight.data.manifest import Sample
-from purrsight.features.raw import FeatureTable, encode_samples
+from purrsight.features import FeatureSource
+from purrsight.features.raw import FeatureTable
 from purrsight.models.aligner import Aligner, save_aligner
-from purrsight.models.encoders import build_encoder
 from purrsight.report import label_description
 from purrsight.train.phase1_module import AlignmentModule, EvalSet, FeatureDataset
 from purrsight.train.tracking import make_logger, ui_command
@@ -56,51 +56,19 @@ def _label_index(samples: list[Sample], labels: list[str]) -> torch.Tensor:
 def _encode_everything(
     config: Config, train: list[Sample], val: list[Sample]
 ) -> tuple[FeatureTable, FeatureTable, torch.Tensor, dict[str, str], dict[str, int]]:
-    """One pass through the frozen encoders: train and val features, label-description
-    text features [k, d_text], encoder identities and feature sizes."""
+    """One pass through the frozen encoders (or the feature cache): train and val features,
+    label-description text features [k, d_text], encoder identities and feature sizes."""
     # Only the perceptual modalities the training data has: a head trained on no samples
     # would be saved as if it were aligned (audio-only or image-only data sets).
     present = [m for m in ("image", "audio") if any(getattr(s, m) for s in train)]
-    if config.feature_cache:
-        return _encode_with_cache(config, train, val, (*present, "text"))
-    encoders = {m: build_encoder(m, getattr(config.encoders, m)) for m in (*present, "text")}
-    batch = config.phase1.encode_batch_size
-    train_table = encode_samples(train, encoders, config.media, batch, desc="train")
-    val_table = encode_samples(val, encoders, config.media, batch, desc="val")
-    with torch.no_grad():
-        label_feats = encoders["text"]([label_description(lb) for lb in config.labels]).float()
-    identities = {m: e.identity for m, e in encoders.items()}
-    dims = {m: e.dim for m, e in encoders.items()}
-    return train_table, val_table, label_feats, identities, dims
-
-
-def _encode_with_cache(
-    config: Config, train: list[Sample], val: list[Sample], modalities: tuple[str, ...]
-) -> tuple[FeatureTable, FeatureTable, torch.Tensor, dict[str, str], dict[str, int]]:
-    """:func:`_encode_everything` through the feature cache: an encoder is loaded only
-    for the features the cache lacks."""
-    from purrsight.features.cache import (
-        FeatureCache,
-        LazyEncoders,
-        encoder_table,
-        text_features,
-    )
-
-    cache = FeatureCache(Path(config.feature_cache_dir))
-    encoders = LazyEncoders(config.encoders, modalities)
-    batch = config.phase1.encode_batch_size
-    train_table = encoder_table(train, encoders, config.media, batch, cache, desc="train")
-    val_table = encoder_table(val, encoders, config.media, batch, cache, desc="val")
-    descriptions = [label_description(lb) for lb in config.labels]
-    label_feats = text_features(descriptions, encoders, config.media, cache)
-    log.info(
-        "feature cache %s: %s; encoders loaded: %s",
-        cache.root,
-        cache.stats["encoder"].as_dict(),
-        ", ".join(encoders.built) or "none",
-    )
+    source = FeatureSource.from_config(config, (*present, "text"))
+    train_table = source.raw(train, "train")
+    val_table = source.raw(val, "val")
+    label_feats = source.texts([label_description(lb) for lb in config.labels])
+    source.log_use()
+    identities = {m: source.identity(m) for m in source.modalities}
     dims = {m: int(f.shape[1]) for m, f in train_table.features.items()}
-    return train_table, val_table, label_feats, dict(encoders.identities), dims
+    return train_table, val_table, label_feats, identities, dims
 
 
 def _quiet_transformers() -> None:

@@ -1,10 +1,10 @@
 """Phase 2 data: instruction samples → aligned features (once) → tokenised items → batches.
 
 Encoders and aligner are frozen in Phase 2, so each sample's aligned features are a pure
-function of its media: they are computed once per run (:func:`encode_aligned`) and the
-encoders are freed before training. Only ``image`` and ``audio`` feed Phase 2: a sample's
-text side in Phase 1 is the response's summary, so feeding it here would hand the model
-its answer; ``video`` is not supported yet.
+function of its media: a :class:`~purrsight.features.FeatureSource` computes them once per
+run and the encoders are freed before training. Only ``image`` and ``audio`` feed Phase 2:
+a sample's text side in Phase 1 is the response's summary, so feeding it here would hand
+the model its answer; ``video`` is not supported yet.
 
 Data order is a function of ``(seed, epoch)`` only and the train loader records how many
 batches of the current epoch it has handed out, so ``--resume`` continues mid-epoch with
@@ -18,21 +18,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from purrsight.config import MediaConfig
 from purrsight.data.instruction import collate, encode_sample
 from purrsight.data.length_groups import LengthGroupedSampler
 from purrsight.data.manifest import ManifestError, Sample
 from purrsight.data.packing import collate_packed
-from purrsight.features.raw import encode_samples
-from purrsight.models.aligner import Aligner
-from purrsight.models.modes import eval_mode
+from purrsight.features.aligned import AlignedFeatures
 from purrsight.report import ANSWER_FIELDS
 from purrsight.vocabulary import MEDIA_MODALITIES
 
@@ -41,22 +37,7 @@ log = logging.getLogger(__name__)
 PHASE2_MODALITIES = MEDIA_MODALITIES  # image, audio: the soft-prompt slots
 
 
-# ----------------------------------------------------------------------------- features
-
-
-@dataclass
-class AlignedFeatures:
-    """The aligner's unit vectors for n samples (zero rows where a modality is absent)."""
-
-    ids: list[str]
-    features: dict[str, torch.Tensor]
-    """{modality: [n, e] float32}."""
-    present: dict[str, torch.Tensor]
-    """{modality: [n] bool}."""
-
-    def row(self, i: int) -> dict[str, torch.Tensor]:
-        """Sample ``i``'s present features: {modality: [e]}."""
-        return {m: f[i] for m, f in self.features.items() if bool(self.present[m][i])}
+# ----------------------------------------------------------------------------- modalities
 
 
 def sample_modalities(sample: Sample) -> list[str]:
@@ -83,26 +64,6 @@ def used_modalities(splits: Sequence[Sequence[Sample]]) -> list[str]:
             "%d samples have a video; Phase 2 ignores video (not supported yet)", ignored_video
         )
     return [m for m in PHASE2_MODALITIES if m in seen]
-
-
-@torch.no_grad()
-def align(features: dict[str, torch.Tensor], aligner: Aligner) -> dict[str, torch.Tensor]:
-    """Encoder features {modality: [n, d_m]} → aligned unit vectors {modality: [n, e]}."""
-    with eval_mode(aligner):  # the heads have dropout: frozen means eval mode
-        return {m: aligner.heads[m](x).float() for m, x in features.items()}
-
-
-def encode_aligned(
-    samples: Sequence[Sample],
-    encoders: dict[str, Any],
-    aligner: Aligner,
-    media: MediaConfig,
-    batch_size: int,
-    desc: str,
-) -> AlignedFeatures:
-    """One pass of ``samples`` through the frozen encoders, then the aligner heads."""
-    table = encode_samples(samples, encoders, media, batch_size, desc=desc)
-    return AlignedFeatures(table.ids, align(table.features, aligner), table.present)
 
 
 # ----------------------------------------------------------------------------- dataset

@@ -17,6 +17,8 @@ from typing import Any
 from purrsight.config import Config, ConfigError
 from purrsight.data.bad_samples import BadSamples, read_samples, screen_media
 from purrsight.data.manifest import ManifestError, Sample
+from purrsight.features import FeatureSource
+from purrsight.features.aligned import AlignedFeatures
 from purrsight.models.llm import resolve_llm_folder
 from purrsight.precision import require_possible, training_device_type
 from purrsight.train.checkpointing import (
@@ -143,103 +145,21 @@ def check_same_model(config: Config, saved: dict[str, Any], resume_path: Path) -
 # ----------------------------------------------------------------------------- features
 
 
-def check_trained_with(modality: str, identity: str, aligner_info: dict[str, Any]) -> None:
-    """Refuse an encoder other than the one the aligner was trained on (it would feed the
-    heads meaningless features)."""
-    trained_with = aligner_info.get("encoders", {}).get(modality)
-    if trained_with != identity:
-        raise ConfigError(
-            f"encoders.{modality}: the config's encoder ({identity}) is not the one "
-            f"the aligner was trained with ({trained_with}); use the Phase 1 "
-            "run's encoders (its config.yaml) or train Phase 1 again"
-        )
-
-
-def load_encoders(config: Config, aligner_info: dict[str, Any], modalities: Sequence[str]):
-    """The config's frozen encoders for ``modalities``, checked against the identities the
-    aligner was trained on."""
-    from purrsight.models.encoders import build_encoder
-
-    encoders = {}
-    for modality in modalities:
-        encoder = build_encoder(modality, getattr(config.encoders, modality))
-        check_trained_with(modality, encoder.identity, aligner_info)
-        encoders[modality] = encoder
-    return encoders
-
-
 def encode_aligned_splits(
     config: Config,
     splits: Sequence[tuple[str, Sequence[Sample]]],
     aligner: Any,
     aligner_info: dict[str, Any],
     modalities: Sequence[str],
-) -> list[Any]:
-    """Aligned features (``AlignedFeatures``, None for an empty split) of each named split.
-
-    With ``feature_cache: true`` they come from the feature cache and an encoder is built
-    only for what is missing there (with a full cache: none); else every sample goes once
-    through the encoders and the aligner heads."""
-    from purrsight.train.phase2_data import encode_aligned
-
-    batch = config.phase1.encode_batch_size
-    if not config.feature_cache:
-        encoders = load_encoders(config, aligner_info, modalities)
-        out = [
-            encode_aligned(samples, encoders, aligner, config.media, batch, name)
-            if samples
-            else None
-            for name, samples in splits
-        ]
-        del encoders  # frozen and no longer needed: give their memory to the LLM
-        gc.collect()
-        return out
-
-    from purrsight.features.cache import FeatureCache, LazyEncoders
-
-    lazy = LazyEncoders(config.encoders, modalities)
-    cache = FeatureCache(Path(config.feature_cache_dir))
-    out = cached_aligned_splits(config, splits, aligner, aligner_info, modalities, cache, lazy)
-    log.info(
-        "feature cache %s: aligned %s, encoder %s; encoders loaded: %s",
-        cache.root,
-        cache.stats["aligned"].as_dict(),
-        cache.stats["encoder"].as_dict(),
-        ", ".join(lazy.built) or "none",
-    )
-    lazy.release()
+) -> list[AlignedFeatures | None]:
+    """Aligned features of each named split (None for an empty split), from the config's
+    :class:`~purrsight.features.FeatureSource` (its feature cache when ``feature_cache``
+    is on); the encoders are freed afterwards."""
+    source = FeatureSource.from_config(config, modalities)
+    out = source.aligned_splits(splits, aligner, aligner_info)
+    source.log_use()
+    source.release()  # frozen and no longer needed: give their memory to the LLM
     gc.collect()
-    return out
-
-
-def cached_aligned_splits(
-    config: Config,
-    splits: Sequence[tuple[str, Sequence[Sample]]],
-    aligner: Any,
-    aligner_info: dict[str, Any],
-    modalities: Sequence[str],
-    cache: Any,
-    lazy: Any,
-) -> list[Any]:
-    """:func:`encode_aligned_splits` through ``cache`` (a ``FeatureCache``), building
-    encoders of ``lazy`` (``LazyEncoders``) only on misses."""
-    from purrsight.features.cache import aligned_features
-    from purrsight.train.phase2_data import AlignedFeatures
-
-    for modality in modalities:
-        check_trained_with(modality, lazy.identities[modality], aligner_info)
-    batch = config.phase1.encode_batch_size
-    out = []
-    for name, samples in splits:
-        if not samples:
-            out.append(None)
-            continue
-        features, present = {}, {}
-        for m in modalities:
-            features[m], present[m] = aligned_features(
-                samples, m, lazy, aligner.heads, aligner.embed_dim, config.media, batch, cache, name
-            )
-        out.append(AlignedFeatures([s.id for s in samples], features, present))
     return out
 
 

@@ -1,7 +1,7 @@
 """Checks 1-4: configuration, model initialisation, parameter freezing, data pipeline.
 
-They go through the same functions as ``purrsight train phase2`` (``plan_run``,
-``load_encoders``, the Phase 2 model builder, ``encode_aligned``, ``InstructionDataset``,
+They go through the same functions as ``purrsight train phase2`` (``plan_run``, the
+``FeatureSource`` and its encoder check, the Phase 2 model builder, ``InstructionDataset``,
 ``build_loader``), on a couple of real samples instead of the whole data set.
 
 Shapes: b = batch, s = sequence length, k = soft tokens per modality, e = aligned size.
@@ -81,8 +81,8 @@ def _check_media_exist(samples: Iterable, modalities: Sequence[str]) -> None:
 def check_model_initialization(ctx: ValidationContext) -> str:
     """The frozen encoders, the aligner from the Phase 1 checkpoint, the projectors and the
     LLM + LoRA, built exactly as Phase 2 training builds them."""
+    from purrsight.features import FeatureSource
     from purrsight.models.aligner import load_aligner
-    from purrsight.train.phase2_setup import load_encoders
 
     config, plan = ctx.config, ctx.plan
     aligner, info = load_aligner(plan.aligner_path)
@@ -91,9 +91,12 @@ def check_model_initialization(ctx: ValidationContext) -> str:
         raise CheckFailed(f"phase1_checkpoint_path: {plan.aligner_path} has no head for {missing}")
     # Phase 2 only ever runs the aligner under no_grad; frozen states that explicitly.
     aligner.requires_grad_(False).eval()
-    encoders = load_encoders(config, info, ctx.modalities)
+    # Built now, not on first use, so check 3 sees them; no cache: nothing is written.
+    features = FeatureSource.from_config(config, ctx.modalities, cache=False)
+    features.check_trained_with(info)
+    encoders = {m: features.encoder(m) for m in ctx.modalities}
     model, tokenizer = build_model(ctx, aligner.embed_dim)
-    ctx.aligner, ctx.aligner_info, ctx.encoders = aligner, info, encoders
+    ctx.aligner, ctx.aligner_info, ctx.features, ctx.encoders = aligner, info, features, encoders
     ctx.model, ctx.tokenizer = model, tokenizer
     for modality, encoder in encoders.items():
         ctx.note(f"encoder {modality}: {encoder.identity} ({encoder.dim}-d)")
@@ -200,15 +203,13 @@ def check_data_pipeline(ctx: ValidationContext) -> str:
     """Decode the media (all of them; with --quick only the batch's), run a few real
     samples through the frozen encoders + aligner, tokenise and collate them with the
     training loader, and check shapes, slots, label masks and features."""
-    from purrsight.train.phase2_data import InstructionDataset, build_loader, encode_aligned
+    from purrsight.train.phase2_data import InstructionDataset, build_loader
 
     config = ctx.config
     size = min(config.batch_size, BATCH_SIZE)
     samples = pick_samples(ctx.train or ctx.val, ctx.modalities, size)
     decoded = decode_all(ctx, samples if ctx.quick else [*ctx.train, *ctx.val])
-    feats = encode_aligned(
-        samples, ctx.encoders, ctx.aligner, config.media, len(samples), "validate"
-    )
+    feats = ctx.features.aligned(samples, ctx.aligner, "validate")
     dataset = InstructionDataset(
         samples,
         feats,

@@ -58,7 +58,10 @@ class ValidationContext:
     # check 2
     aligner: Any = None
     aligner_info: dict[str, Any] = field(default_factory=dict)
+    features: Any = None
+    """The :class:`~purrsight.features.FeatureSource` (no cache) checks 2-4 encode with."""
     encoders: dict[str, Any] = field(default_factory=dict)
+    """Its encoders, built: {modality: FrozenEncoder}."""
     model: Any = None
     tokenizer: Any = None
     # check 4
