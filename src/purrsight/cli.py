@@ -120,7 +120,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_cache_features(args: argparse.Namespace) -> int:
     config = _load(args)
     _adapt_threads()
-    from purrsight.train.cache_features import fill_feature_cache
+    from purrsight.jobs.cache_features import fill_feature_cache
 
     print(json.dumps(fill_feature_cache(config, args.config), indent=2))
     return 0

@@ -32,9 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import struct
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -45,6 +43,7 @@ from safetensors.torch import save as save_safetensors
 
 from purrsight.config import ConfigError
 from purrsight.features.keys import FORMAT, LEVELS, Namespace
+from purrsight.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +109,7 @@ class FeatureCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._describe(ns)
         data = encode_entry(feature, ns, key)
-        _atomic_write(path, data)
+        atomic_write(path, data)
         return len(data)
 
     def _describe(self, ns: Namespace) -> None:
@@ -121,7 +120,7 @@ class FeatureCache:
                 {"format": FORMAT, "level": ns.level, "modality": ns.modality, **dict(ns.identity)},
                 indent=2,
             )
-            _atomic_write(info, text.encode())
+            atomic_write(info, text)
 
     def fill(
         self,
@@ -216,14 +215,3 @@ def decode_entry(data: bytes, ns: Namespace, key: str) -> torch.Tensor:
     if hashlib.sha256(feature.numpy().tobytes()).hexdigest() != meta.get("sha256"):
         raise CorruptEntry("values do not match their sha256")
     return feature
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write to a unique temporary file beside ``path``, then rename over it: readers see
-    the old file or the whole new one, and two writers never mix their bytes."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

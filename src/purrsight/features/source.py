@@ -1,6 +1,6 @@
 """FeatureSource: the one way from media to frozen features.
 
-    source = FeatureSource.from_config(config, ("image", "audio", "text"))
+    source = FeatureSource.from_config(config, MODALITIES)
     table = source.raw(samples, "train")                # FeatureTable {m: [n, d_m]}
     labels = source.texts(["a happy cat", "a cat in pain"])      # [k, d_text]
     aligned = source.aligned(samples, aligner, "val")   # AlignedFeatures {m: [n, e]}

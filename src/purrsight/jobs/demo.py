@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from purrsight.config import Config
+from purrsight.files import atomic_write
 from purrsight.memory import release_freed_memory
 
 PHASE1_SUMMARY_KEYS = ("i2t_r1", "a2t_r1", "i2a_r1", "chance_r1", "zero_shot_acc")
@@ -44,12 +45,9 @@ def ensure_demo_data(config: Config, regenerate: bool) -> dict[str, Any]:
 
 def write_summary(path: Path, part: dict[str, Any]) -> dict[str, Any]:
     """Merge ``part`` into the summary file (other stages' parts are kept)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     summary = json.loads(path.read_text()) if path.is_file() else {}
     summary.update(part)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write(path, json.dumps(summary, indent=2))
     return summary
 
 
@@ -97,7 +95,7 @@ def _phase2_stage(
 ) -> tuple[dict[str, Any], Path | None]:
     """Train Phase 2 on the aligner just made, then answer every test-split sample.
     Returns the summary part and the last checkpoint."""
-    from purrsight.train.demo_eval import evaluate_generation, write_generation_eval
+    from purrsight.jobs.demo_eval import evaluate_generation, write_generation_eval
     from purrsight.train.phase2 import run_phase2
 
     config = config.model_copy(update={"phase1_checkpoint_path": str(aligner_path)})

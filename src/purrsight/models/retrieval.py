@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import torch
 
+from purrsight.vocabulary import MEDIA_MODALITIES
+
 
 def recall_at_k(
     queries: torch.Tensor,
@@ -110,7 +112,7 @@ def _zero_shot(
     """Zero-shot accuracy per perceptual modality and over all their samples."""
     out: dict[str, float] = {}
     hits, total = 0.0, 0
-    for modality in ("image", "audio"):
+    for modality in MEDIA_MODALITIES:
         if modality not in embeds:
             continue
         rows = present[modality] & (labels >= 0)

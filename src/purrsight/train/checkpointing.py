@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from purrsight.config import ConfigError
+from purrsight.files import TEMP_SUFFIX, atomic_write
 from purrsight.hashing import file_sha256 as file_sha256  # re-exported
 from purrsight.models.weights import CHECKPOINT_FORMAT as CHECKPOINT_FORMAT  # re-exported
 from purrsight.models.weights import read_phase2_checkpoint as read_checkpoint  # noqa: F401
@@ -104,42 +105,12 @@ def emergency_path(checkpoint_dir: Path, step: int) -> Path:
 # ----------------------------------------------------------------------------- writing
 
 
-TEMP_SUFFIX = ".tmp"
-
-
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temp file in the same folder, flush + fsync, ``os.replace``, then
-    fsync the folder: a crash, ``kill -9`` or power loss mid-write never leaves a truncated
-    checkpoint under the final name, and the previous file stays loadable until the new
-    one is complete on disk (the folder's fsync makes the rename itself durable)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A plain open (not mkstemp) so the file gets the usual umask permissions, not 0600.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}{TEMP_SUFFIX}")
-    try:
-        with tmp.open("wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (a no-op where folders cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # e.g. Windows: folders cannot be opened; the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # some file systems refuse fsync on a folder
-        pass
-    finally:
-        os.close(fd)
+    """``torch.save`` through :func:`purrsight.files.atomic_write` with ``durable=True``
+    (flush + fsync of the file, ``os.replace``, fsync of the folder): a crash, ``kill -9``
+    or power loss mid-write never leaves a truncated checkpoint under the final name, and
+    the previous file stays loadable until the new one is complete on disk."""
+    atomic_write(path, lambda handle: torch.save(obj, handle), durable=True)
 
 
 def remove_stale_temps(checkpoint_dir: Path) -> list[Path]:

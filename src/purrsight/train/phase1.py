@@ -27,9 +27,10 @@ from purrsight.models.aligner import Aligner, save_aligner
 from purrsight.report import label_description
 from purrsight.train.phase1_module import AlignmentModule, EvalSet, FeatureDataset
 from purrsight.train.tracking import make_logger, ui_command
+from purrsight.vocabulary import MEDIA_MODALITIES
 
 log = logging.getLogger(__name__)
-MEDIA = ("image", "audio")  # the media Phase 1 decodes (video is not trained on)
+MEDIA = MEDIA_MODALITIES  # the media Phase 1 decodes (video is not trained on)
 
 
 @dataclass
@@ -60,7 +61,7 @@ def _encode_everything(
     label-description text features [k, d_text], encoder identities and feature sizes."""
     # Only the perceptual modalities the training data has: a head trained on no samples
     # would be saved as if it were aligned (audio-only or image-only data sets).
-    present = [m for m in ("image", "audio") if any(getattr(s, m) for s in train)]
+    present = [m for m in MEDIA if any(getattr(s, m) for s in train)]
     source = FeatureSource.from_config(config, (*present, "text"))
     train_table = source.raw(train, "train")
     val_table = source.raw(val, "val")

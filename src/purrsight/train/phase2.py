@@ -45,6 +45,7 @@ import torch
 from purrsight.config import Config, dump_config, to_flat_dict
 from purrsight.data.bad_samples import SKIPPED_FILE, BadSamples
 from purrsight.data.manifest import Sample
+from purrsight.files import atomic_write
 from purrsight.memory import release_freed_memory
 from purrsight.models.weight_spill import remove_stale_spills
 from purrsight.precision import with_resolved_precision
@@ -245,7 +246,7 @@ def _run(
         t0 = time.perf_counter()
         previews = _preview(config, model, tokenizer, val or train, val_feats or train_feats)
         timings["preview"] = time.perf_counter() - t0
-        _write_json(out / "logs" / "preview.json", previews)
+        atomic_write(out / "logs" / "preview.json", json.dumps(previews, indent=2))
 
     metrics = _summary_metrics(module.history, trainer)
     metrics["nonfinite_steps"] = float(module.nonfinite["total"])
@@ -564,13 +565,6 @@ def _summary_metrics(history: list[dict[str, float]], trainer) -> dict[str, floa
 
 def _rounded(metrics: dict[str, float]) -> dict[str, float]:
     return {k: round(v, 4) for k, v in metrics.items()}
-
-
-def _write_json(path: Path, value: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2), encoding="utf-8")
-    tmp.replace(path)
 
 
 def _record_skipped(bad: BadSamples, out: Path) -> Path | None:

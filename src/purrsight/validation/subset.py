@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from purrsight.data.manifest import Sample
+from purrsight.vocabulary import MEDIA_MODALITIES
 
-PHASE2_FIELDS = ("image", "audio")
+PHASE2_FIELDS = MEDIA_MODALITIES
 
 
 def write_subset(splits: dict[str, Sequence[Sample]], dest: Path) -> Path:

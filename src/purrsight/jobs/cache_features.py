@@ -19,6 +19,7 @@ from typing import Any
 from purrsight.config import Config, ConfigError
 from purrsight.data.manifest import Sample, read_manifest
 from purrsight.features import FeatureSource
+from purrsight.vocabulary import MODALITIES
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ def fill_feature_cache(config: Config, config_path: str | None = None) -> dict[s
     from purrsight.report import label_description
 
     started = time.perf_counter()
-    source = FeatureSource.from_config(config, ("image", "audio", "text"), cache=True)
+    source = FeatureSource.from_config(config, MODALITIES, cache=True)
     phase1 = _splits(Path(config.phase1.data_dir), PHASE1_SPLITS, config.labels)
     if not phase1:
         raise ConfigError(
