@@ -244,9 +244,7 @@ class Config(StrictModel):
     @field_validator("labels")
     @classmethod
     def _labels_unique(cls, labels: list[str]) -> list[str]:
-        if len(set(labels)) != len(labels):
-            raise ValueError("labels must be unique")
-        return labels
+        return check_labels_unique(labels)
 
     @field_validator("learning_rate", "weight_decay", "lora_dropout", "gradient_clip_val")
     @classmethod
@@ -267,6 +265,13 @@ class Config(StrictModel):
     def _precision_as_text(cls, value: Any) -> Any:
         # YAML and --set read `precision: 32` as the integer 32; Lightning's name is "32".
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def check_labels_unique(labels: list[str]) -> list[str]:
+    """``labels`` if no label appears twice, else ValueError."""
+    if len(set(labels)) != len(labels):
+        raise ValueError("labels must be unique")
+    return labels
 
 
 def check_answer_fields(fields: list[str]) -> list[str]:

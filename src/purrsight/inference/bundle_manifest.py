@@ -21,6 +21,7 @@ from purrsight.config import (
     MediaConfig,
     StrictModel,
     check_answer_fields,
+    check_labels_unique,
     describe_error,
 )
 from purrsight.data.instruction import SYSTEM_PROMPT
@@ -141,9 +142,7 @@ class BundleManifest(StrictModel):
     @field_validator("labels")
     @classmethod
     def _labels_unique(cls, labels: list[str]) -> list[str]:
-        if len(set(labels)) != len(labels):
-            raise ValueError("labels must be unique")
-        return labels
+        return check_labels_unique(labels)
 
     @field_validator("modalities")
     @classmethod
