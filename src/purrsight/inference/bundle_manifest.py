@@ -114,6 +114,37 @@ class SourceInfo(StrictModel):
     """UTC time of the export, ISO 8601."""
 
 
+READING_FILE = "reading_heads.safetensors"
+
+
+class ReadingHeadInfo(StrictModel):
+    """One reading head (:class:`~purrsight.models.reading_heads.HeadSpec`) and its fit."""
+
+    name: str
+    inputs: list[str] = Field(min_length=1)
+    classes: list[str] = Field(min_length=2)
+    fit: dict[str, float] = Field(default_factory=dict)
+    """Validation macro-F1 and accuracy, the chosen L2, the fitted temperature."""
+
+
+class ReadingInfo(StrictModel):
+    """The reading heads and the emotion blend, fitted at export on the frozen features of
+    the training split (heads) and the validation split (L2, temperatures, blend)."""
+
+    file: str = READING_FILE
+    dims: dict[str, int]
+    """Encoder feature size per modality the heads read."""
+    heads: list[ReadingHeadInfo]
+    llm_weight: float = Field(ge=0.0)
+    head_weight: float = Field(ge=0.0)
+    blend_fit: dict[str, float] = Field(default_factory=dict)
+    """Validation NLL of the blend, of the temperature-scaled LLM alone, of the head alone."""
+    cue_threshold: float = Field(default=0.4, ge=0.0, le=1.0)
+    """A cue whose head gives its top value less than this is reported as unclear."""
+    data: str = ""
+    """The data folder the heads were fitted on."""
+
+
 class BundleManifest(StrictModel):
     """Everything ``purrsight.json`` holds, in the order it is written."""
 
@@ -138,6 +169,9 @@ class BundleManifest(StrictModel):
     max_text_length: int = Field(gt=0)
     source: SourceInfo | None = None
     """The checkpoint exported (None only while the export writes the bundle)."""
+    reading: ReadingInfo | None = None
+    """The reading heads (None: a bundle of an older export, or exported without data;
+    the emotion is the LLM's label scores alone and the evidence is generated)."""
 
     @field_validator("labels")
     @classmethod
@@ -171,7 +205,10 @@ class BundleManifest(StrictModel):
 
     def to_json(self) -> str:
         """The text of ``purrsight.json``."""
-        return json.dumps(self.model_dump(mode="json"), indent=2) + "\n"
+        data = self.model_dump(mode="json")
+        if data.get("reading") is None:  # a bundle without reading heads reads as before
+            data.pop("reading", None)
+        return json.dumps(data, indent=2) + "\n"
 
 
 def read_manifest(folder: str | Path) -> BundleManifest:

@@ -16,7 +16,11 @@ baseline, ECE (10 bins) and the reliability bins, overall and per modality subse
 (``image_only``, ``audio_only``, ``both``). ``unsure`` answers are scored by the label
 they would have given (the top label) and counted separately (``unsure_rate``).
 
-Writes ``metrics.json``, ``report.md``, ``confusion_matrix.png``, ``reliability.png``.
+Accuracy and macro-F1 carry bootstrap 95 % intervals (``intervals``): a 63-sample split
+cannot tell 0.45 from 0.55, and the interval says so.
+
+Writes ``metrics.json``, ``report.md``, ``confusion_matrix.png``, ``reliability.png`` and
+``predictions.jsonl`` (per sample: id, label, subset and each system's answer).
 """
 
 from __future__ import annotations
@@ -25,26 +29,35 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from purrsight.data.manifest import Sample, read_manifest
 from purrsight.inference.metrics import (
+    bootstrap_intervals,
     calibration_bins,
     classification_metrics,
     expected_calibration_error,
 )
 from purrsight.inference.predictor import Predictor, Prepared
+from purrsight.inference.reading import CUE_MODALITY, UNCLEAR
 from purrsight.inference.report_parse import parse_report
 from purrsight.progress import Progress
+from purrsight.report import Report
 from purrsight.vocabulary import UNSURE
 
 log = logging.getLogger(__name__)
 
 SUBSETS = ("image_only", "audio_only", "both")
 SYSTEMS = ("label_scoring", "generation", "report")
-OUTPUT_FILES = ("metrics.json", "report.md", "confusion_matrix.png", "reliability.png")
+OUTPUT_FILES = (
+    "metrics.json",
+    "report.md",
+    "confusion_matrix.png",
+    "reliability.png",
+    "predictions.jsonl",
+)
 
 
 @dataclass
@@ -93,13 +106,15 @@ def evaluate_bundle(
 
     chosen = _generation_indices(samples, max_generate)
     t0 = time.perf_counter()
+    reports: dict[int, Any] = {}
     if chosen:
-        reports = predictor.predict_prepared(
+        predictions = predictor.predict_prepared(
             [prepared[i] for i in chosen], mode="report", progress="generate"
         )
-        for i, pred in zip(chosen, reports, strict=True):
+        for i, pred in zip(chosen, predictions, strict=True):
+            reports[i] = pred
             answers["report"][i] = _from_probabilities(pred.probabilities, pred.report.emotion)
-            answers["generation"][i] = _from_text(pred.raw_text or "", labels)
+            answers["generation"][i] = _generated(pred, labels)
     timings["generation"] = time.perf_counter() - t0
 
     metrics: dict[str, Any] = {
@@ -115,10 +130,38 @@ def evaluate_bundle(
     subsets = [subset_of(s) for s in samples]
     for system in SYSTEMS:
         metrics[system] = _system_metrics(answers[system], truth, subsets, labels)
+    metrics["cues"] = cue_metrics(samples, {i: p.report for i, p in reports.items()})
     timings["total"] = time.perf_counter() - started
     metrics["seconds"] = {k: round(v, 2) for k, v in timings.items()}
     write_outputs(metrics, Path(out_dir))
+    write_predictions(samples, answers, reports, Path(out_dir) / "predictions.jsonl")
     return metrics
+
+
+def write_predictions(
+    samples: Sequence[Sample],
+    answers: dict[str, dict[int, Scored]],
+    reports: dict[int, Any],
+    path: Path,
+) -> Path:
+    """One JSON line per sample, in split order: ``id``, ``label``, ``subset``, per
+    system that answered it ``{"predicted", "confidence", "unsure", "valid"}``, and the
+    report (``report_json``) with its ``cue_confidence`` where one was made."""
+    with path.open("w", encoding="utf-8") as handle:
+        for i, sample in enumerate(samples):
+            line: dict[str, Any] = {
+                "id": sample.id,
+                "label": sample.label,
+                "subset": subset_of(sample),
+            }
+            for system in SYSTEMS:
+                if i in answers[system]:
+                    line[system] = asdict(answers[system][i])
+            if i in reports:
+                line["report_json"] = reports[i].report.model_dump(mode="json")
+                line["cue_confidence"] = reports[i].cue_confidence
+            handle.write(json.dumps(line) + "\n")
+    return path
 
 
 def _prepare_all(predictor: Predictor, samples: Sequence[Sample]) -> list[Prepared]:
@@ -153,6 +196,62 @@ def _from_probabilities(probabilities: dict[str, float], emotion: str) -> Scored
     return Scored(top, probabilities[top], unsure=emotion == UNSURE)
 
 
+def _generated(prediction: Any, labels: Sequence[str]) -> Scored:
+    """What the model's own text says; a bundle whose reading heads fix the whole answer
+    generates nothing, and its report is the answer."""
+    if prediction.raw_text is None:
+        report = prediction.report
+        return Scored(report.emotion if report.emotion in labels else None, None)
+    return _from_text(prediction.raw_text, labels)
+
+
+def cue_metrics(samples: Sequence[Sample], reports: dict[int, Report]) -> dict[str, Any]:
+    """Per cue, the accuracy of the reports' evidence against the cues the data records
+    (a structured ``response``), on the samples that have the cue's input; per modality
+    subset too. ``unclear`` answers count as wrong (and are counted). Empty when the data
+    carries no cues."""
+    out: dict[str, Any] = {}
+    for cue, modality in CUE_MODALITY.items():
+        rows = [
+            (i, truth)
+            for i, s in enumerate(samples)
+            if i in reports and (truth := _recorded(s, cue)) is not None and _has(s, modality)
+        ]
+        if not rows:
+            continue
+        said = [getattr(reports[i].evidence, cue) for i, _ in rows]
+        hits = [a == t for a, (_, t) in zip(said, rows, strict=True)]
+        out[cue] = {
+            "n": len(rows),
+            "accuracy": sum(hits) / len(rows),
+            "unclear_rate": sum(a == UNCLEAR for a in said) / len(rows),
+            "subsets": {
+                name: _mean(
+                    [
+                        h
+                        for h, (i, _) in zip(hits, rows, strict=True)
+                        if subset_of(samples[i]) == name
+                    ]
+                )
+                for name in SUBSETS
+            },
+        }
+    return out
+
+
+def _recorded(sample: Sample, cue: str) -> str | None:
+    response = sample.response
+    return getattr(response.evidence, cue) if isinstance(response, Report) else None
+
+
+def _has(sample: Sample, modality: str) -> bool:
+    return getattr(sample, modality) is not None or sample.video is not None
+
+
+def _mean(values: list[bool]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
 def _from_text(text: str, labels: Sequence[str]) -> Scored:
     parsed = parse_report(text, labels)
     if parsed.report is None:
@@ -180,6 +279,7 @@ def _metrics_for(
     y_true = [truth[i] for i in rows]
     y_pred = [answers[i].predicted for i in rows]
     metrics = classification_metrics(y_true, y_pred, labels)
+    metrics["intervals"] = bootstrap_intervals(y_true, y_pred, labels)
     confidences = [answers[i].confidence for i in rows]
     correct = [answers[i].predicted == truth[i] for i in rows]
     calibrated = all(c is not None for c in confidences)  # free generation gives none
@@ -208,6 +308,12 @@ def write_outputs(metrics: dict[str, Any], out_dir: Path) -> list[Path]:
     return [out_dir / name for name in OUTPUT_FILES]
 
 
+def _interval(m: dict[str, Any], name: str = "macro_f1") -> str:
+    """``[0.412, 0.633]``: the bootstrap 95 % interval of ``name``."""
+    low, high = m["intervals"][name]
+    return f"[{low:.3f}, {high:.3f}]"
+
+
 def _fmt(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
@@ -230,8 +336,8 @@ def markdown_report(metrics: dict[str, Any]) -> str:
             else f"the first {metrics['max_generate']} samples of each subset"
         ),
         "",
-        "| system | n | accuracy | macro-F1 | balanced acc. | ECE | mean conf. | unsure | "
-        "valid | majority baseline acc. |",
+        "| system | n | accuracy | macro-F1 [95 % interval] | balanced acc. | ECE | mean conf. "
+        "| unsure | valid | majority baseline acc. |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for system in SYSTEMS:
@@ -240,7 +346,8 @@ def markdown_report(metrics: dict[str, Any]) -> str:
             lines.append(f"| {system} | 0 | – | – | – | – | – | – | – | – |")
             continue
         lines.append(
-            f"| {system} | {m['n']} | {_fmt(m['accuracy'])} | {_fmt(m['macro_f1'])} | "
+            f"| {system} | {m['n']} | {_fmt(m['accuracy'])} | {_fmt(m['macro_f1'])} "
+            f"{_interval(m)} | "
             f"{_fmt(m['balanced_accuracy'])} | {_fmt(m['ece'])} | {_fmt(m['mean_confidence'])} "
             f"| {_fmt(m['unsure_rate'])} | {_fmt(m['valid_rate'])} | "
             f"{_fmt(m['baseline']['accuracy'])} ({m['baseline']['label']}) |"
@@ -297,4 +404,10 @@ def summary_for_demo(metrics: dict[str, Any]) -> dict[str, float]:
     for system in ("generation", "report"):  # only where they ran (max_generate > 0)
         if metrics[system].get("n"):
             part[f"{system}_macro_f1"] = round(metrics[system]["macro_f1"], 4)
+    if metrics["report"].get("n"):
+        part["report_valid_rate"] = round(metrics["report"]["valid_rate"], 4)
+    low, high = m["intervals"]["macro_f1"]
+    part["macro_f1_interval"] = [round(low, 4), round(high, 4)]
+    part["test_samples"] = m["n"]
+    part["cue_accuracy"] = {c: round(v["accuracy"], 4) for c, v in metrics.get("cues", {}).items()}
     return part

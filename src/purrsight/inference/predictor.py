@@ -75,6 +75,7 @@ from purrsight.features.aligned import apply_head
 from purrsight.inference.bundle import LoadedBundle, load_bundle
 from purrsight.inference.errors import BundleError, InputError
 from purrsight.inference.generate import build_items, generate_texts
+from purrsight.inference.reading import CUE_MODALITY, ReadOut, load_reading, reading_prefix
 from purrsight.inference.report_parse import parse_report
 from purrsight.inference.scoring import score_options
 from purrsight.precision import cpu_features_summary, inference_dtype
@@ -125,6 +126,8 @@ class Prepared:
     seconds: float = 0.0
     stages: dict[str, float] = field(default_factory=dict)
     """Seconds per stage of preparing it: ``decode``, ``encoders``, ``aligner``."""
+    raw: dict[str, torch.Tensor] = field(default_factory=dict)
+    """{modality: [d_m]} the encoders' features, which the reading heads read."""
 
 
 @dataclass
@@ -141,6 +144,8 @@ class Prediction:
     raw_text: str | None = None
     """The generated text (report mode)."""
     repairs: tuple[str, ...] = ()
+    cue_confidence: dict[str, float] = field(default_factory=dict)
+    """The reading heads' probability of each reported cue (empty without heads)."""
     timings: dict[str, float] = field(default_factory=dict)
     """Seconds: ``prepare`` (decode + encode), ``model`` (scoring + generation, shared
     by a batch), ``total``."""
@@ -154,6 +159,7 @@ class Prediction:
             "error": self.error,
             "raw_text": self.raw_text,
             "repairs": list(self.repairs),
+            "cue_confidence": self.cue_confidence,
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
         }
 
@@ -186,6 +192,8 @@ class Predictor:
         self.answer_fields = tuple(manifest.prompt.answer_fields)
         """What the model writes; the rest of a report is composed (see _generated_prediction)."""
         self._features: FeatureSource | None = None  # built on first use: _feature_source()
+        self.reading = load_reading(bundle.path, manifest.reading)
+        """Reading heads + emotion blend (None: an older bundle; the LLM alone reads)."""
 
     @classmethod
     def from_bundle(
@@ -276,6 +284,7 @@ class Predictor:
         instruction = self._instruction(text)  # cheap checks before any decoding
         modalities: list[str] = []
         features: dict[str, torch.Tensor] = {}
+        raw: dict[str, torch.Tensor] = {}
         media = self.media
         if video is not None:
             self._encoder("image", "video")  # a bundle without an image encoder says so now
@@ -288,36 +297,42 @@ class Predictor:
                     max_bytes=media.max_file_bytes,
                     max_pixels=media.max_image_pixels,
                 )
-            frames = self._encode_align("image", clip.frames, clock)  # [f, e]
+            frames, frames_raw = self._encode_align("image", clip.frames, clock)  # [f, e]
             # The mean direction of the frames' unit vectors, back on the unit sphere
             # (the projector was trained on unit vectors).
             features["image"] = F.normalize(frames.mean(dim=0), dim=-1)
+            raw["image"] = frames_raw.mean(dim=0)
             if clip.audio is not None and "audio" in self.modalities:
-                features["audio"] = self._encode_align("audio", [clip.audio], clock)[0]
+                aligned, raw_audio = self._encode_align("audio", [clip.audio], clock)
+                features["audio"], raw["audio"] = aligned[0], raw_audio[0]
             modalities.append("video")
         if image is not None:
             with clock.stage("decode"):
                 picture = load_image(image, media.max_image_pixels, media.max_file_bytes)
-            features["image"] = self._encode_align("image", [picture], clock)[0]
+            aligned, raw_image = self._encode_align("image", [picture], clock)
+            features["image"], raw["image"] = aligned[0], raw_image[0]
             modalities.append("image")
         if audio is not None:
             rate = self._encoder("audio").sample_rate
             with clock.stage("decode"):
                 wave = load_audio(audio, rate, media.max_audio_seconds, media.max_file_bytes)
-            features["audio"] = self._encode_align("audio", [wave], clock)[0]
+            aligned, raw_audio = self._encode_align("audio", [wave], clock)
+            features["audio"], raw["audio"] = aligned[0], raw_audio[0]
             modalities.append("audio")
         if text and text.strip():
             modalities.append("text")
         seconds = time.perf_counter() - started
-        return Prepared(features, modalities, instruction, seconds, clock.seconds)
+        return Prepared(features, modalities, instruction, seconds, clock.seconds, raw)
 
-    def _encode_align(self, modality: str, inputs: list, clock: StageClock) -> torch.Tensor:
-        """[n, e] aligned features of ``inputs`` (decoded media), timed per stage."""
+    def _encode_align(
+        self, modality: str, inputs: list, clock: StageClock
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """([n, e] aligned, [n, d_m] raw) features of ``inputs`` (decoded media), timed."""
         encoder = self._encoder(modality)  # loaded once, on first use: not a stage
         with clock.stage("encoders"):
-            raw = encoder(inputs)
+            raw = encoder(inputs).float().cpu()
         with clock.stage("aligner"):
-            return apply_head(self.bundle.aligner.heads[modality], raw)
+            return apply_head(self.bundle.aligner.heads[modality], raw), raw
 
     def predict_prepared(
         self, prepared: Sequence[Prepared], *, mode: Mode = "report", progress: str | None = None
@@ -349,9 +364,22 @@ class Predictor:
     def label_probabilities(
         self, prepared: Sequence[Prepared], progress: str | None = None
     ) -> torch.Tensor:
-        """Label scoring without generation: [b, L] label probabilities, read where an
-        answer starts (its emotion), every label in one pass under a tree mask.
+        """Label scoring without generation: [b, L] label probabilities. The LLM's label
+        scores (:meth:`label_scores`), blended with the emotion reading head's where the
+        bundle has one (weights fitted on val at export: calibrated); else their softmax.
         ``progress``: as in :meth:`predict_prepared`."""
+        scores = self.label_scores(prepared, progress)
+        if self.reading is None:
+            return scores.softmax(dim=-1)
+        raw, present = self.reading.batch(prepared)
+        head = self.reading.heads.logits("emotion", raw, present)
+        return self.reading.blend(scores, head)
+
+    def label_scores(
+        self, prepared: Sequence[Prepared], progress: str | None = None
+    ) -> torch.Tensor:
+        """[b, L] the LLM's log-likelihood of each label where an answer starts (its
+        emotion), every label in one pass under a tree mask."""
         options = [f'{label}","' for label in self.labels]
         items = self._items(prepared)
         shown = Progress(progress, len(items), log, unit="sample") if progress else None
@@ -364,7 +392,7 @@ class Predictor:
             )
             if shown is not None:
                 shown.update(start + len(chunk))
-        return torch.cat(chunks).softmax(dim=-1)
+        return torch.cat(chunks).float()
 
     # ------------------------------------------------------------------ internals
 
@@ -386,6 +414,8 @@ class Predictor:
         """Label scoring first; then each answer is generated on from the scored label and
         its arousal, so the report's emotion is the scored one by construction and its
         text (evidence, summary, advice) is written for that emotion."""
+        if self.reading is not None:
+            return self._read_predictions(prepared, progress, clock)
         bundle = self.bundle
         with clock.stage("label_scoring"):
             probs = self.label_probabilities(prepared, progress=progress)
@@ -413,6 +443,86 @@ class Predictor:
             prediction.error, prediction.raw_text = result.error, result.raw
             out.append(prediction)
         return out
+
+    def _read_predictions(
+        self, prepared: Sequence[Prepared], progress: str | None, clock: StageClock
+    ) -> list[Prediction]:
+        """Reports whose emotion is the blended label score and whose arousal and evidence
+        are the reading heads' (absent inputs' cues null), fixed before the LLM writes:
+        it writes on only the fields after them (summary, advice), if the bundle's
+        ``answer_fields`` have any; else they are composed from the evidence."""
+        with clock.stage("label_scoring"):
+            probs = self.label_probabilities(prepared, progress=progress)
+        with clock.stage("reading"):
+            reads = self.reading.read(prepared)
+        verdicts = [self._verdict(p) for p in probs]
+        texts = self._written_on(prepared, probs, reads, progress, clock)
+        out = []
+        for i, p in enumerate(prepared):
+            emotion, confidence, alternatives = verdicts[i]
+            summary, advice, status, error = self._read_texts(emotion, probs[i], reads[i], texts[i])
+            report = self._finish(
+                evidence=reads[i].evidence,
+                arousal=reads[i].arousal,
+                emotion=emotion,
+                confidence=confidence,
+                alternatives=alternatives,
+                summary=summary,
+                advice=advice,
+                modalities=p.modalities,
+                probabilities=self._as_dict(probs[i]),
+            )
+            prediction = Prediction(report, self._as_dict(probs[i]), status, error, texts[i])
+            prediction.cue_confidence = reads[i].cue_confidence
+            out.append(prediction)
+        return out
+
+    def _written_on(
+        self,
+        prepared: Sequence[Prepared],
+        probs: torch.Tensor,
+        reads: list[ReadOut],
+        progress: str | None,
+        clock: StageClock,
+    ) -> list[str | None]:
+        """The LLM's answers generated on from the fixed reading (None each where the
+        bundle's answer is the reading alone)."""
+        rest = [f for f in self.answer_fields if f not in ("emotion", "arousal", "evidence")]
+        if not rest:
+            return [None] * len(prepared)
+        prefixes = [
+            reading_prefix(self.labels[int(p.argmax())], read, rest[0])
+            for p, read in zip(probs, reads, strict=True)
+        ]
+        with clock.stage("generation"):
+            texts, _ = generate_texts(
+                self.bundle.model,
+                self.bundle.tokenizer,
+                [p.features for p in prepared],
+                [p.instruction for p in prepared],
+                self.bundle.manifest.num_soft_tokens,
+                max_new_tokens=self.max_new_tokens,
+                batch_size=GENERATE_BATCH,
+                system_prompt=self.system_prompt,
+                progress=progress,
+                prefixes=prefixes,
+            )
+        return list(texts)
+
+    def _read_texts(
+        self, emotion: str, probs: torch.Tensor, read: ReadOut, text: str | None
+    ) -> tuple[str, str, Status, str | None]:
+        """(summary, advice, status, error): the generated ones where they parse, else
+        composed from the evidence (status ``repaired``, the parse error kept)."""
+        composed = compose_summary(emotion, read.evidence), label_advice(emotion)
+        if emotion == UNSURE:
+            return (*self._templated(emotion, probs), "valid", None)
+        if text is None:
+            return (*composed, "valid", None)
+        result = parse_report(text, self.labels)
+        if result.report is None:
+            return (*composed, "repaired", result.error)
+        return result.report.summary, result.report.advice, result.status, None
 
     def _generated_prediction(self, p: Prepared, result, probs: torch.Tensor) -> Prediction:
         """The generated report with emotion, confidence and alternatives from ``probs``."""
@@ -551,16 +661,6 @@ class Predictor:
 
     def _audio_rate(self) -> int:
         return int(self._encoder("audio").sample_rate)
-
-
-# Which input each evidence cue needs: a cue the model could not perceive is not evidence.
-CUE_MODALITY = {
-    "ears": "image",
-    "eyes": "image",
-    "tail": "image",
-    "posture": "image",
-    "vocalization": "audio",
-}
 
 
 def _observable(

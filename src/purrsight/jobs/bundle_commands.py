@@ -15,10 +15,23 @@ from pathlib import Path
 from typing import Any
 
 
-def run_export(checkpoint: str, out: str, merge_lora: bool, quantize: str | None) -> dict:
+def run_export(
+    checkpoint: str,
+    out: str,
+    merge_lora: bool,
+    quantize: str | None,
+    reading_data: str | None = None,
+    reading: bool = True,
+) -> dict:
     from purrsight.inference.export import export_bundle
+    from purrsight.inference.reading_export import fit_reading_for_checkpoint
 
     info = export_bundle(checkpoint, out, merge_lora=merge_lora, quantize=quantize)
+    if reading:
+        fitted = fit_reading_for_checkpoint(Path(out), checkpoint, reading_data)
+        if fitted is not None:
+            accuracy = {h.name: h.fit.get("val_accuracy") for h in fitted.heads}
+            print(f"reading heads fitted on {fitted.data} (val accuracy {accuracy})")
     print(f"bundle: {out} (llm {info['llm']['kind']}, {info['sizes']['bundle_mb']:.1f} MB)")
     if info.get("quantization"):
         q = info["quantization"]
@@ -75,6 +88,11 @@ def _files() -> tuple[str, ...]:
     return OUTPUT_FILES
 
 
+def _ece(m: dict[str, Any]) -> str:
+    """The calibration error, or ``–`` for free generation (it writes no probability)."""
+    return "–" if m.get("ece") is None else f"{m['ece']:.3f}"
+
+
 def headline(metrics: dict[str, Any]) -> str:
     """One line per system: the figures a person looks at first."""
     lines = []
@@ -90,8 +108,9 @@ def headline(metrics: dict[str, Any]) -> str:
             if subsets[name].get("n")
         )
         lines.append(
-            f"{system:14s} n={m['n']:3d} macro-F1 {m['macro_f1']:.3f} accuracy "
-            f"{m['accuracy']:.3f} ECE {m['ece']:.3f} (baseline acc {m['baseline']['accuracy']:.3f}; "
+            f"{system:14s} n={m['n']:3d} macro-F1 {m['macro_f1']:.3f} "
+            f"[{m['intervals']['macro_f1'][0]:.3f}, {m['intervals']['macro_f1'][1]:.3f}] accuracy "
+            f"{m['accuracy']:.3f} ECE {_ece(m)} (baseline acc {m['baseline']['accuracy']:.3f}; "
             f"per subset macro-F1: {parts})"
         )
     return "\n".join(lines)
@@ -108,7 +127,14 @@ def _count(text: str) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    run_export(args.checkpoint, args.out, args.merge_lora, args.quantize)
+    run_export(
+        args.checkpoint,
+        args.out,
+        args.merge_lora,
+        args.quantize,
+        reading_data=args.data,
+        reading=not args.no_reading_heads,
+    )
     return 0
 
 
@@ -137,6 +163,17 @@ def add_bundle_commands(commands: Any) -> None:
     export.add_argument("--out", required=True, help="bundle folder to write")
     export.add_argument("--merge-lora", action="store_true", help="fold LoRA into the LLM")
     export.add_argument("--quantize", choices=["int8"], default=None, help="CPU int8 LLM")
+    export.add_argument(
+        "--data",
+        default=None,
+        help="folder with train.jsonl + val.jsonl for the reading heads (default: the "
+        "checkpoint config's data_dir)",
+    )
+    export.add_argument(
+        "--no-reading-heads",
+        action="store_true",
+        help="no reading heads: the emotion is the LLM's label scores, the evidence generated",
+    )
     export.set_defaults(func=cmd_export)
 
     predict = commands.add_parser("predict", help="a report for one cat (any media subset)")

@@ -93,9 +93,8 @@ def _mean(values: list[float]) -> float:
 def _phase2_stage(
     config: Config, config_path: str | None, aligner_path: Path
 ) -> tuple[dict[str, Any], Path | None]:
-    """Train Phase 2 on the aligner just made, then answer every test-split sample.
-    Returns the summary part and the last checkpoint."""
-    from purrsight.jobs.demo_eval import evaluate_generation, write_generation_eval
+    """Train Phase 2 on the aligner just made. Returns the summary part and the last
+    checkpoint."""
     from purrsight.train.phase2 import run_phase2
 
     config = config.model_copy(update={"phase1_checkpoint_path": str(aligner_path)})
@@ -104,72 +103,55 @@ def _phase2_stage(
     losses = [entry["loss"] for entry in result.history]
     window = max(1, min(10, len(losses) // 4))  # single batches are noisy: average a few
     print(f"Phase 2 checkpoints: {result.last_checkpoint}")
-
-    _stage("4/5 reports for the test split")
-    scored = evaluate_generation(config, result, Path(config.data_dir) / "test.jsonl")
-    m = scored.metrics
-    reports_path, metrics_path = write_generation_eval(
-        scored, Path(config.demo.summary_path).parent
-    )
-    print(f"reports: {reports_path}, metrics: {metrics_path}")
-    example = next((p for p in scored.parsed if p.report is not None), scored.parsed[0])
-    print("one generated report:")
-    print(example.report.model_dump_json(indent=2) if example.report else example.raw)
-    print(
-        f"test split: macro-F1 {m['macro_f1']:.3f}, accuracy {m['accuracy']:.3f} "
-        f"(majority baseline {m['baseline']['accuracy']:.3f}), "
-        f"valid reports {100 * m['valid_report_rate']:.1f} %"
-    )
     part = {
         "loss_first": round(_mean(losses[:window]), 4),
         "loss_last": round(_mean(losses[-window:]), 4),
         "loss_window_batches": window,
-        "macro_f1": round(m["macro_f1"], 4),
-        "accuracy": round(m["accuracy"], 4),
-        "valid_report_rate": round(m["valid_report_rate"], 4),
-        "majority_baseline_accuracy": round(m["baseline"]["accuracy"], 4),
-        "test_samples": len(scored.parsed),
-        "seconds": round(result.seconds + scored.seconds, 1),
-        "train_seconds": round(result.seconds, 1),
-        "generate_seconds": round(scored.seconds, 1),
+        "seconds": round(result.seconds, 1),
         "checkpoint": str(result.last_checkpoint),
     }
     return part, result.last_checkpoint
 
 
-# Free generation in the bundle's evaluation: none. Stage 4 has just generated a report for
-# every test sample with the same weights; generating a few again from the bundle cost
-# a third of this stage (measured: 36 of 69 s for 12 samples) and told nothing new.
-# `purrsight evaluate` (no --max-generate) and the tests cover the bundle's generation.
-DEMO_EVAL_GENERATE = 0
-
-
-def _evaluate_stage(config: Config, checkpoint: Path | None) -> dict[str, Any]:
-    """Export the trained checkpoint as ``<summary folder>/bundle`` and evaluate the bundle
-    on the test split: label scoring on every sample (stage 4 did the generation)."""
-    from purrsight.inference.evaluate import evaluate_bundle, summary_for_demo
+def _export_stage(config: Config, checkpoint: Path | None) -> tuple[dict[str, Any], Path]:
+    """Export the trained checkpoint as ``<summary folder>/bundle`` and fit its reading
+    heads on the training split's cached features (L2, temperatures, blend on val)."""
     from purrsight.inference.export import export_bundle
-    from purrsight.inference.predictor import Predictor
-    from purrsight.jobs.bundle_commands import headline
+    from purrsight.inference.reading_export import fit_reading
 
     if checkpoint is None:
         raise RuntimeError("Phase 2 wrote no last.ckpt: nothing to export")
     t0 = time.perf_counter()
-    demo_dir = Path(config.demo.summary_path).parent
-    bundle = demo_dir / "bundle"
+    bundle = Path(config.demo.summary_path).parent / "bundle"
     info = export_bundle(checkpoint, bundle)
     print(f"bundle: {bundle} ({info['sizes']['bundle_mb']:.1f} MB, LLM referenced by identity)")
-    out = demo_dir / "evaluate"
-    metrics = evaluate_bundle(
-        Predictor.from_bundle(bundle),
-        Path(config.data_dir) / "test.jsonl",
-        out,
-        max_generate=DEMO_EVAL_GENERATE,
-    )
+    reading = fit_reading(bundle, config)
+    part: dict[str, Any] = {"bundle": str(bundle)}
+    if reading is not None:
+        part["reading_val_accuracy"] = {h.name: h.fit.get("val_accuracy") for h in reading.heads}
+        part["blend"] = {"llm_weight": reading.llm_weight, "head_weight": reading.head_weight}
+        print(f"reading heads (val accuracy): {part['reading_val_accuracy']}")
+        print(f"emotion blend: {part['blend']} (val NLL {reading.blend_fit})")
+    part["seconds"] = round(time.perf_counter() - t0, 1)
+    return part, bundle
+
+
+def _evaluate_stage(config: Config, bundle: Path) -> dict[str, Any]:
+    """Evaluate the bundle on the test split as a user's ``predict`` answers: label
+    scoring and a full report for every sample."""
+    from purrsight.inference.evaluate import evaluate_bundle, summary_for_demo
+    from purrsight.inference.predictor import Predictor
+    from purrsight.jobs.bundle_commands import headline
+
+    t0 = time.perf_counter()
+    out = Path(config.demo.summary_path).parent / "evaluate"
+    predictor = Predictor.from_bundle(bundle)
+    metrics = evaluate_bundle(predictor, Path(config.data_dir) / "test.jsonl", out)
     print(headline(metrics))
-    print(f"evaluation: {out}/metrics.json, report.md, confusion_matrix.png, reliability.png")
+    example = json.loads((out / "predictions.jsonl").read_text().splitlines()[0])
+    print(f"one report: {json.dumps(example.get('report_json'), indent=2)}")
+    print(f"evaluation: {out}/metrics.json, report.md, predictions.jsonl, figures")
     part = summary_for_demo(metrics)
-    part["bundle"] = str(bundle)
     part["seconds"] = round(time.perf_counter() - t0, 1)
     return part
 
@@ -206,14 +188,10 @@ def _hardware(config: Config) -> dict[str, Any]:
 
 
 def time_breakdown(summary: dict[str, Any]) -> str:
-    """``data 10 s, phase1 31 s, phase2 203 s (train 175, test reports 28), …, total``."""
+    """``data 10 s, phase1 31 s, phase2 203 s, export 20 s, evaluate 30 s, total 294 s``."""
     parts = []
-    for stage in ("data", "phase1", "phase2", "evaluate"):
-        part = f"{stage} {summary[stage]['seconds']:.0f} s"
-        if stage == "phase2":
-            p2 = summary[stage]
-            part += f" (train {p2['train_seconds']:.0f}, test reports {p2['generate_seconds']:.0f})"
-        parts.append(part)
+    for stage in ("data", "phase1", "phase2", "export", "evaluate"):
+        parts.append(f"{stage} {summary[stage]['seconds']:.0f} s")
     parts.append(f"total {summary['total_seconds']:.0f} s")
     return ", ".join(parts)
 
@@ -244,10 +222,14 @@ def run_demo(config: Config, config_path: str | None, regenerate: bool = False) 
     phase2, checkpoint = _phase2_stage(config, config_path, aligner_path)
 
     write_summary(summary_path, {"phase2": phase2})
-    release_freed_memory()  # stage 4's generation heap: the evaluation starts from what is live
+    release_freed_memory()  # the trainer's heap: the export starts from what is live
 
-    _stage("5/5 export the bundle and evaluate it")
-    evaluate = _evaluate_stage(config, checkpoint)
+    _stage("4/5 export the bundle and fit its reading heads")
+    export, bundle = _export_stage(config, checkpoint)
+    write_summary(summary_path, {"export": export})
+
+    _stage("5/5 evaluate the bundle on the test split")
+    evaluate = _evaluate_stage(config, bundle)
 
     total = round(time.perf_counter() - started, 1)
     summary = write_summary(summary_path, {"evaluate": evaluate, "total_seconds": total})
