@@ -169,7 +169,7 @@ def test_no_manifest_or_no_json_is_a_bundle_error(tmp_path) -> None:
         read_manifest(tmp_path)
 
 
-ADDED_SINCE = {"reading"}
+ADDED_SINCE = {"reading", "ready"}
 """Keys newer exports write (absent from OLDER, which older bundles hold)."""
 
 

@@ -124,8 +124,11 @@ def _rows(dim: int, n: int = 3) -> list[dict[str, torch.Tensor]]:
 
 
 def _logits(model, batch) -> torch.Tensor:
+    """[real tokens, v]: the logits at the batch's real (not padding) positions. Without
+    labels: with them the training forward computes the loss only (no logits)."""
+    inputs = {k: v for k, v in batch.model_inputs().items() if k != "labels"}
     with torch.no_grad():
-        return model(**batch.model_inputs()).logits
+        return model(**inputs).logits[batch.attention_mask.bool()]
 
 
 # ----------------------------------------------------------------------------- export
@@ -161,8 +164,10 @@ def test_exported_model_gives_the_checkpoints_logits(trained, bundle) -> None:
         v.abs().sum() > 0 for k, v in reference.trainable_state_dict().items() if "lora_B" in k
     )
     batch = _batch(loaded, _rows(loaded.model.projectors.in_dim))
+    # The bundle's LLM has LoRA folded into its weights (W + BA), the reference adds BA x
+    # at run time: fp32 rounding differs by ~2e-5.
     torch.testing.assert_close(
-        _logits(loaded.model, batch), _logits(reference, batch), atol=1e-5, rtol=0
+        _logits(loaded.model, batch), _logits(reference, batch), atol=1e-4, rtol=0
     )
 
 

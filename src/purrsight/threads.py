@@ -206,6 +206,17 @@ class AdaptiveThreads:
         """Whether :meth:`poll` still adapts (False: explicit setting, no /proc/stat)."""
         self.reason = "not started"
         self._since: CpuSample | None = None
+        self._begun: CpuSample | None = None
+
+    def begin(self) -> None:
+        """Take the first sample of :meth:`start`'s window now (cheap: no torch import),
+        so that work done meanwhile (imports, loading a model) is the window and
+        :meth:`start` need not sleep."""
+        if explicit_threads() is None:
+            try:
+                self._begun = self._sample(self.cores)
+            except (OSError, ValueError):
+                self._begun = None
 
     def start(self, window_s: float = START_WINDOW_S) -> int:
         """Decide from a ``window_s`` sample (this process idle meanwhile) and apply it;
@@ -216,8 +227,10 @@ class AdaptiveThreads:
             log.info("threads: %d (%s)", self._get(), self.reason)
             return self._get()
         try:
-            before = self._sample(self.cores)
-            self._sleep(window_s)
+            before = self._begun or self._sample(self.cores)
+            # A window begun earlier (begin()) has run while this process worked: its own
+            # CPU time is subtracted, so only what is missing of it is slept.
+            self._sleep(max(0.0, window_s - (self._clock() - before.wall_s)))
             after = self._sample(self.cores)
         except (OSError, ValueError) as err:
             self.reason = f"torch's default, idle cores unknown ({err})"
@@ -284,8 +297,19 @@ def configure(interval_s: float = DEFAULT_INTERVAL_S) -> AdaptiveThreads:
     global _PROCESS
     if _PROCESS is None:
         _PROCESS = AdaptiveThreads(interval_s)
+    if _PROCESS.reason == "not started":  # new, or begun by begin()
         _PROCESS.start()
     return _PROCESS
+
+
+def begin() -> None:
+    """Begin the process's first decision window now; :func:`configure` ends it (a
+    command that loads a model first decides without waiting; see
+    :meth:`AdaptiveThreads.begin`)."""
+    global _PROCESS
+    if _PROCESS is None:
+        _PROCESS = AdaptiveThreads()
+        _PROCESS.begin()
 
 
 def poll() -> int | None:

@@ -2,10 +2,11 @@
 
 Images decode with Pillow, audio with soundfile (libsndfile: wav, flac, ogg, mp3), video
 with PyAV (frames + the audio track; PyAV bundles FFmpeg, no system ffmpeg); resampling
-is polyphase (scipy). Every loader takes a path or the raw bytes of an upload (named by
-``name`` in errors). Every failure is a :class:`MediaError` whose message is
-``<path or name>: <reason>``, never a traceback from inside a library: a corrupt file can
-make a decoder raise almost anything, so each decode is wrapped as a whole.
+is polyphase (:mod:`purrsight.data.resample`: scipy's result without importing scipy).
+Every loader takes a path or the raw bytes of an upload (named by ``name`` in errors).
+Every failure is a :class:`MediaError` whose message is ``<path or name>: <reason>``,
+never a traceback from inside a library: a corrupt file can make a decoder raise almost
+anything, so each decode is wrapped as a whole.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from typing import BinaryIO
 import numpy as np
 import soundfile as sf
 from PIL import Image, UnidentifiedImageError
-from scipy.signal import resample_poly
 
 from purrsight.config import MediaConfig
+from purrsight.data.resample import resample_poly
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
 # The only Pillow decoders ever used, whatever the bytes claim: a file named .png that is

@@ -109,25 +109,46 @@ def state_dict_megabytes(module: nn.Module) -> float:
 # ----------------------------------------------------------------------------- loading
 
 
-def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> LoadedBundle:
-    """Rebuild the model a bundle describes.
+def load_bundle(
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    *,
+    dtype: torch.dtype | None = None,
+    use_ready: bool = True,
+) -> LoadedBundle:
+    """Rebuild the model a bundle describes. ``dtype``: the LLM's compute dtype (None:
+    as stored, fp32; int8 bundles keep their own). A bundle with a ready LLM (its
+    ``ready`` section, :mod:`.ready_llm`) maps it, unless ``use_ready`` is False;
+    others load through transformers and PEFT.
 
     Raises:
         BundleError: the folder is no bundle, a file is missing, or a referenced model
             (base LLM, aligner) is not the one the bundle was made with.
     """
     from safetensors.torch import load_file
-    from transformers.utils import logging as hf_logging
 
     folder = Path(path)
     manifest = read_manifest(folder)
-    # "Loading weights" bars on stderr would garble `predict`'s one-line errors and logs.
-    hf_logging.disable_progress_bar()
     aligner_path = folder / manifest.aligner.file
     if not aligner_path.is_file():
         raise BundleError(f"{aligner_path}: the bundle's aligner is missing")
     aligner, _ = load_aligner(aligner_path)
     aligner.eval()
+    if use_ready and manifest.ready is not None and manifest.llm.kind != "int8":
+        model = _load_ready(folder, manifest, dtype or torch.float32)
+        model.to(device).eval()
+        return LoadedBundle(folder, manifest, model, model.tokenizer, aligner.to(device))
+    if manifest.llm.kind != "int8" and use_ready:
+        log.info(
+            "%s has no ready LLM (an older export): loading it takes seconds longer; "
+            "`purrsight export --upgrade %s` adds one",
+            folder,
+            folder,
+        )
+    from transformers.utils import logging as hf_logging
+
+    # "Loading weights" bars on stderr would garble `predict`'s one-line errors and logs.
+    hf_logging.disable_progress_bar()
     llm, tokenizer = _load_llm(folder, manifest)
     lora = manifest.lora
     model = build_multimodal_llm(
@@ -171,8 +192,35 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> LoadedB
                 except WeightsError as err:
                     raise BundleError(str(err)) from None
             _load_strict(model.llm, state, int8_path)
+    if dtype is not None and kind != "int8":
+        model.llm.to(dtype)
     model.to(device).eval()
     return LoadedBundle(folder, manifest, model, tokenizer, aligner.to(device))
+
+
+def _load_ready(folder: Path, manifest: BundleManifest, dtype: torch.dtype) -> MultimodalLLM:
+    """The model around the bundle's ready LLM (mapped, LoRA already folded in)."""
+    from safetensors.torch import load_file
+
+    from purrsight.inference.ready_llm import ReadyMultimodalLLM, load_ready_llm
+    from purrsight.models.projector import Projectors
+
+    assert manifest.ready is not None
+    llm, tokenizer = load_ready_llm(folder, manifest.ready, dtype)
+    info = manifest.projectors
+    projectors = Projectors(
+        tuple(manifest.modalities),
+        info.in_dim,
+        llm.get_input_embeddings().embedding_dim,
+        manifest.num_soft_tokens,
+        info.hidden_dim,
+    )
+    projectors_path = folder / info.file
+    if not projectors_path.is_file():
+        raise BundleError(f"{projectors_path}: the bundle's projectors are missing")
+    _load_strict(projectors, load_file(str(projectors_path)), projectors_path)
+    projectors.requires_grad_(False)
+    return ReadyMultimodalLLM(llm, projectors, tokenizer)
 
 
 def _load_llm(folder: Path, manifest: BundleManifest):

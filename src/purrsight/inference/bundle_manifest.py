@@ -38,6 +38,7 @@ ADAPTER_FILE = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 LLM_DIR = "llm"
 INT8_FILE = "llm_int8.pt"
+READY_DIR = "ready"
 LlmKind = Literal["adapter", "merged", "int8"]
 
 
@@ -66,6 +67,21 @@ class LoraInfo(StrictModel):
     dropout: float = Field(ge=0.0, lt=1.0)
     target_modules: list[str] = Field(min_length=1)
     merged: bool
+
+
+class ReadyLlmInfo(StrictModel):
+    """The LLM kept ready to memory-map (:mod:`purrsight.inference.ready_llm`): LoRA
+    folded in, one safetensors file per compute dtype, and a tokenizer that needs no
+    transformers."""
+
+    dir: str = READY_DIR
+    files: dict[Literal["bfloat16", "float32"], str] = Field(min_length=1)
+    """Compute dtype -> weights file inside ``dir``."""
+    tokenizer_file: str = "tokenizer.json"
+    config: dict[str, Any]
+    """The architecture (:class:`purrsight.models.lite_llm.LiteConfig`)."""
+    tokenizer: dict[str, Any]
+    """Special tokens and chat pieces (:func:`purrsight.models.lite_tokenizer.tokenizer_spec`)."""
 
 
 class QuantizationInfo(StrictModel):
@@ -172,6 +188,9 @@ class BundleManifest(StrictModel):
     reading: ReadingInfo | None = None
     """The reading heads (None: a bundle of an older export, or exported without data;
     the emotion is the LLM's label scores alone and the evidence is generated)."""
+    ready: ReadyLlmInfo | None = None
+    """The LLM ready to map (None: a bundle of an older export, or an int8 one; it loads
+    through transformers and PEFT, seconds slower)."""
 
     @field_validator("labels")
     @classmethod
@@ -206,8 +225,9 @@ class BundleManifest(StrictModel):
     def to_json(self) -> str:
         """The text of ``purrsight.json``."""
         data = self.model_dump(mode="json")
-        if data.get("reading") is None:  # a bundle without reading heads reads as before
-            data.pop("reading", None)
+        for key in ("reading", "ready"):  # a bundle without them reads as before
+            if data.get(key) is None:
+                data.pop(key, None)
         return json.dumps(data, indent=2) + "\n"
 
 

@@ -47,6 +47,7 @@ from purrsight.inference.bundle_manifest import (
     SourceInfo,
     write_manifest,
 )
+from purrsight.inference.ready_llm import add_ready_to_export
 from purrsight.models.mm_llm import MultimodalLLM
 from purrsight.models.weights import read_phase2_checkpoint
 from purrsight.vocabulary import MODALITIES, UNSURE, WELFARE_LABELS
@@ -117,6 +118,7 @@ def export_bundle(
     staging.chmod(0o755)
     try:
         manifest = _write(staging, model, tokenizer, config, meta, merge_lora, quantize)
+        add_ready_to_export(staging, model, tokenizer, manifest)  # LoRA folded in after _write
         manifest.source = SourceInfo(
             checkpoint=str(checkpoint_path.resolve()),
             checkpoint_sha256=file_sha256(checkpoint_path),

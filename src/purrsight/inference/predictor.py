@@ -209,10 +209,9 @@ class Predictor:
         ``precision``: ``auto`` computes in bf16 where the device does it natively
         (:func:`purrsight.precision.inference_dtype`), ``32`` in fp32; int8 bundles
         keep their own (dynamic int8 with fp32 activations)."""
-        bundle = load_bundle(path, device)
         dtype = inference_dtype(precision, torch.device(device).type)
+        bundle = load_bundle(path, device, dtype=dtype)  # a ready LLM maps its dtype's file
         if bundle.manifest.llm.kind != "int8" and dtype != torch.float32:
-            bundle.model.llm.to(dtype)
             log.debug("the LLM computes in %s (%s)", dtype, cpu_features_summary())
         return cls(bundle, unsure_threshold=unsure_threshold, max_new_tokens=max_new_tokens)
 

@@ -144,21 +144,49 @@ def _attention_that_takes_masks(model: MultimodalLLM):
 
 
 def _tree_mask(
-    layouts: Sequence[_Layout], offsets: Sequence[int], dtype: torch.dtype
+    layouts: Sequence[_Layout], offsets: Sequence[int], dtype: torch.dtype, prefix: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """([b, 1, w, w] additive mask, [b, w] positions) for rows left-padded by ``offsets``.
+    """([b, 1, w, prefix + w] additive mask, [b, w] positions) for rows left-padded by
+    ``offsets``, after ``prefix`` cached tokens every row shares (seen by every token;
+    positions count on from them).
 
     Additive float (eager attention adds it; SDPA takes it as is), the dtype's minimum
     rather than -inf so that no row's softmax can turn into NaN; padding sees itself."""
     width = offsets[0] + len(layouts[0].positions)  # every row: padding, prompt, blocks
-    sees = torch.zeros(len(layouts), width, width, dtype=torch.bool)
+    sees = torch.zeros(len(layouts), width, prefix + width, dtype=torch.bool)
+    sees[:, :, :prefix] = True
     positions = torch.zeros(len(layouts), width, dtype=torch.long)
     for r, (lay, off) in enumerate(zip(layouts, offsets, strict=True)):
-        sees[r, off:, off:] = lay.sees
-        sees[r, :off, :off] = torch.eye(off, dtype=torch.bool)
-        positions[r, off:] = torch.tensor(lay.positions)
+        sees[r, off:, prefix + off :] = lay.sees
+        sees[r, :off, prefix : prefix + off] = torch.eye(off, dtype=torch.bool)
+        positions[r, off:] = torch.tensor(lay.positions) + prefix
     mask = torch.zeros(sees.shape, dtype=dtype).masked_fill_(~sees, torch.finfo(dtype).min)
     return mask[:, None], positions
+
+
+def shared_prefix(items: Sequence[dict[str, Any]]) -> int:
+    """How many first tokens every prompt of ``items`` has in common, before any
+    soft-token slot (the chat template's opening: the same for every request)."""
+    rows = [item["input_ids"].tolist() for item in items]
+    limit = min(
+        min(item["placeholders"].values(), default=len(row))
+        for item, row in zip(items, rows, strict=True)
+    )
+    limit = min(limit, *(len(row) - 1 for row in rows))
+    n = 0
+    while n < limit and all(row[n] == rows[0][n] for row in rows):
+        n += 1
+    return n
+
+
+def _without_prefix(item: dict[str, Any], n: int) -> dict[str, Any]:
+    """``item`` with its first ``n`` tokens cut off (slot positions shifted with them)."""
+    return {
+        **item,
+        "input_ids": item["input_ids"][n:],
+        "labels": item["labels"][n:],
+        "placeholders": {m: start - n for m, start in item["placeholders"].items()},
+    }
 
 
 @torch.no_grad()
@@ -179,6 +207,14 @@ def score_blocks(
     """
     if len(items) != len(blocks):
         raise ValueError(f"{len(items)} prompts but {len(blocks)} block lists")
+    # A model that keeps a prefix's keys and values (the ready LLM) computes the prompts'
+    # shared opening once per process, not once per row.
+    cached = getattr(model.llm, "prefix_cache", None)
+    prefix = shared_prefix(items) if cached is not None else 0
+    past = None
+    if prefix:
+        past = cached(items[0]["input_ids"][:prefix].tolist())
+        items = [_without_prefix(item, prefix) for item in items]
     layouts = [_layout(len(item["input_ids"]), bl) for item, bl in zip(items, blocks, strict=True)]
     rows = [with_prefix_ids(item, lay.ids) for item, lay in zip(items, layouts, strict=True)]
     device = next(model.parameters()).device
@@ -191,13 +227,20 @@ def score_blocks(
         embeds = model.embed(
             batch.input_ids, batch.features, batch.present, batch.placeholder_positions
         )
-        mask, positions = _tree_mask(layouts, offsets, embeds.dtype)
+        mask, positions = _tree_mask(layouts, offsets, embeds.dtype, prefix)
+        extra = {}
+        if past is not None:
+            b = len(rows)
+            extra["past_key_values"] = [
+                (k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)) for k, v in past
+            ]
         out = model.llm(
             inputs_embeds=embeds,
             attention_mask=mask.to(device),
             position_ids=positions.to(device),
             use_cache=False,
             logits_to_keep=torch.tensor(keep, device=device),
+            **extra,
         )
     logp = torch.log_softmax(out.logits.float(), dim=-1)  # [b, len(keep), v]
     column = {c: i for i, c in enumerate(keep)}
