@@ -3,6 +3,7 @@
 purrsight export --checkpoint outputs/checkpoints/last.ckpt --out outputs/demo/bundle
 purrsight predict --model outputs/demo/bundle --image cat.jpg --audio meow.wav
 purrsight predict --model outputs/demo/bundle --video clip.mp4 --mode labels
+purrsight predict --model outputs/demo/bundle --inputs photos/ --out results.jsonl --mode labels
 purrsight evaluate --model outputs/demo/bundle --data data/demo/test.jsonl --out outputs/eval
 """
 
@@ -13,6 +14,8 @@ import json
 import sys
 from pathlib import Path
 from typing import Any
+
+from purrsight.inference.errors import InputError
 
 
 def run_export(
@@ -49,10 +52,16 @@ def run_predict(
     threshold: float | None,
     details: bool,
 ) -> int:
+    imports_started = process_seconds()
     from purrsight.inference.predictor import Predictor
+    from purrsight.threads import configure
 
+    imported = process_seconds()
     predictor = Predictor.from_bundle(model, unsure_threshold=threshold)
+    configure()  # torch's threads from the cores idle while the bundle loaded
+    loaded = process_seconds()
     prediction = predictor.predict(image=image, audio=audio, video=video, text=text, mode=mode)
+    answered = process_seconds()
     if prediction.status == "invalid":
         print(
             f"warning: the generated report was invalid ({prediction.error}); "
@@ -60,8 +69,33 @@ def run_predict(
             file=sys.stderr,
         )
     out: Any = prediction.to_dict() if details else prediction.report.model_dump(mode="json")
+    if details and answered is not None:
+        # Seconds of this process: start to the predictor's imports done (the CLI's own
+        # imports and the predictor's), the bundle's load, the first call (lazy loading of
+        # the encoders included). benchmarks/cold_start.py reads them.
+        out["startup"] = {
+            "imports": round(imported, 3),
+            "predictor_imports": round(imported - imports_started, 3),
+            "bundle_load": round(loaded - imported, 3),
+            "first_call": round(answered - loaded, 3),
+            "to_answer": round(answered, 3),
+        }
     print(json.dumps(out, indent=2))
     return 0
+
+
+def process_seconds() -> float | None:
+    """Seconds since this process started (Linux ``/proc``; 10 ms ticks), else None."""
+    import os
+
+    try:
+        with open("/proc/self/stat", encoding="ascii") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        with open("/proc/uptime", encoding="ascii") as handle:
+            uptime = float(handle.read().split()[0])
+        return max(0.0, uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def run_evaluate(
@@ -119,6 +153,13 @@ def headline(metrics: dict[str, Any]) -> str:
 # ----------------------------------------------------------------------------- CLI wiring
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {text}")
+    return value
+
+
 def _count(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -127,6 +168,10 @@ def _count(text: str) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    if args.upgrade:
+        return run_upgrade(args.upgrade)
+    if not args.checkpoint or not args.out:
+        raise InputError("export needs --checkpoint and --out (or --upgrade BUNDLE)")
     run_export(
         args.checkpoint,
         args.out,
@@ -138,7 +183,23 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_upgrade(bundle: str) -> int:
+    """``purrsight export --upgrade BUNDLE``: an older export's bundle gets its ready LLM."""
+    from purrsight.inference.ready_llm import add_ready_llm
+
+    ready = add_ready_llm(bundle)
+    if ready is None:
+        print(f"{bundle}: this model cannot be made ready (see the warning); it loads as before")
+        return 1
+    print(f"{bundle}: ready LLM written ({', '.join(ready.files)})")
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
+    if args.inputs is not None:
+        return _cmd_predict_batch(args)
+    if args.out or args.resume or args.overwrite or args.strict:
+        raise InputError("--out, --resume, --overwrite and --strict go with --inputs")
     return run_predict(
         args.model,
         args.image,
@@ -151,6 +212,31 @@ def cmd_predict(args: argparse.Namespace) -> int:
     )
 
 
+def _cmd_predict_batch(args: argparse.Namespace) -> int:
+    given = [f"--{n}" for n in ("image", "audio", "video", "text") if getattr(args, n)]
+    if given:
+        raise InputError(f"--inputs takes the media from the folder or manifest, not {given}")
+    if not args.out:
+        raise InputError("--inputs needs --out results.jsonl")
+    if args.details:
+        raise InputError("--details is for one input; every line of --out has the details")
+    if args.resume and args.overwrite:
+        raise InputError("--resume continues --out, --overwrite replaces it: not both")
+    from purrsight.jobs.predict_batch import run_predict_batch
+
+    return run_predict_batch(
+        args.model,
+        args.inputs,
+        args.out,
+        mode=args.mode,
+        threshold=args.threshold,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        strict=args.strict,
+        batch_size=args.batch_size,
+    )
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     run_evaluate(args.model, args.data, args.out, args.max_generate, args.mlflow)
     return 0
@@ -159,8 +245,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def add_bundle_commands(commands: Any) -> None:
     """``export``, ``predict`` and ``evaluate`` on cli.py's sub-parser collection."""
     export = commands.add_parser("export", help="a Phase 2 checkpoint -> a self-describing bundle")
-    export.add_argument("--checkpoint", required=True, help="Phase 2 .ckpt (e.g. last.ckpt)")
-    export.add_argument("--out", required=True, help="bundle folder to write")
+    export.add_argument("--checkpoint", help="Phase 2 .ckpt (e.g. last.ckpt)")
+    export.add_argument("--out", help="bundle folder to write")
+    export.add_argument(
+        "--upgrade",
+        metavar="BUNDLE",
+        help="add the ready-to-map LLM to a bundle of an older export (no checkpoint needed)",
+    )
     export.add_argument("--merge-lora", action="store_true", help="fold LoRA into the LLM")
     export.add_argument("--quantize", choices=["int8"], default=None, help="CPU int8 LLM")
     export.add_argument(
@@ -196,6 +287,19 @@ def add_bundle_commands(commands: Any) -> None:
     )
     predict.add_argument(
         "--details", action="store_true", help="print probabilities, status and timings too"
+    )
+    batch = predict.add_argument_group("many inputs in one run")
+    batch.add_argument(
+        "--inputs",
+        metavar="DIR_OR_JSONL",
+        help="a folder (image + sound paired by file name, videos whole) or a JSONL manifest",
+    )
+    batch.add_argument("--out", metavar="RESULTS.jsonl", help="one JSON line per input (+ .csv)")
+    batch.add_argument("--resume", action="store_true", help="continue --out, skip what it has")
+    batch.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    batch.add_argument("--strict", action="store_true", help="exit 1 if any input failed")
+    batch.add_argument(
+        "--batch-size", type=_positive, default=8, metavar="N", help="inputs per batch (8)"
     )
     predict.set_defaults(func=cmd_predict)
 
