@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from purrsight.config import load_config
+from purrsight.inference.reading import absent_cue_words
 from purrsight.jobs.demo import run_demo
 from qwen_fixture import byte_tokenizer, tiny_llama
 
@@ -112,3 +113,7 @@ def test_every_test_sample_gets_a_report_naming_only_what_was_given(demo_run) ->
             assert all(evidence[c] is None for c in ("ears", "eyes", "tail", "posture"))
         if sample.get("audio") is None:
             assert evidence["vocalization"] is None
+        given = [m for m in ("image", "audio") if sample.get(m) is not None]
+        text = f"{report['summary']} {report['advice']}"
+        assert absent_cue_words(text, given) == [], (sample["id"], text)
+        assert report["subject"] in ("cat", "no_cat", "unsure") and report["subject_reason"]

@@ -158,3 +158,43 @@ class _Prepared:
 
     def __init__(self, table: FeatureTable, i: int) -> None:
         self.raw = {m: f[i] for m, f in table.features.items() if bool(table.present[m][i])}
+
+
+def test_typicality_flags_far_points_and_keeps_near_ones() -> None:
+    from purrsight.models.typicality import GaussianTypicality
+
+    rng = np.random.default_rng(0)
+    basis = rng.normal(size=(6, 40))
+
+    def draw(n):
+        return torch.tensor(rng.normal(size=(n, 6)) @ basis + rng.normal(0, 0.1, (n, 40))).float()
+
+    model = GaussianTypicality(40, components=8).fit(draw(400), draw(200))
+    near = model.score(draw(200)) <= model.threshold
+    far = model.score(torch.tensor(rng.normal(0, 3, (50, 40))).float()) <= model.threshold
+    assert near.float().mean() > 0.85  # ~95 % by construction
+    assert far.float().mean() == 0.0
+
+
+def test_the_subject_verdict() -> None:
+    from purrsight.inference.reading import judge
+
+    in_range = {"image": (0.8, True), "audio": (0.5, True)}
+    assert judge(in_range, (0.001, 0.0)).subject == "cat"  # a drawn demo cat: in range
+    real_cat = judge({"image": (9.0, False)}, (0.95, 0.01))
+    assert real_cat.subject == "cat" and not real_cat.in_range
+    astronaut = judge({"image": (12.0, False)}, (0.001, 0.0))
+    assert astronaut.subject == "no_cat" and "no cat" in astronaut.reason
+    assert judge({"image": (12.0, False)}, (0.2, 0.1)).subject == "unsure"
+    barking = judge({"audio": (30.0, False)}, None)
+    assert barking.subject == "unsure" and "audio" in barking.reason
+
+
+def test_absent_cue_words_are_found() -> None:
+    from purrsight.inference.reading import absent_cue_words
+
+    text = "The cat seems fearful, ears flattened, hissing."
+    assert absent_cue_words(text, ["audio"]) == ["ear"]
+    assert absent_cue_words(text, ["image"]) == ["hiss"]
+    assert absent_cue_words(text, ["image", "audio"]) == []
+    assert absent_cue_words(text, ["video"]) == []

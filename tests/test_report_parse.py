@@ -40,11 +40,15 @@ def _text(**changes) -> str:
     return json.dumps({**REPORT, **changes})
 
 
+UNCHECKED = {"subject": None, "subject_reason": "", "in_range": None}
+"""The subject / range check's fields of a report no predictor has checked."""
+
+
 def test_valid_json_parses_unchanged():
     result = parse_report(TEXT, LABELS)
     assert result.status == "valid" and result.error is None and result.repairs == ()
     assert result.report is not None and result.ok
-    assert result.report.model_dump() == REPORT
+    assert result.report.model_dump() == {**REPORT, **UNCHECKED}
     assert result.raw == TEXT
 
 
@@ -119,7 +123,7 @@ def test_every_truncation_point_gives_a_report_or_a_reason(cut):
 def test_trailing_commas_and_single_quotes_are_repaired():
     result = parse_report(TEXT.replace("}", ", }").replace("]", ",]"), LABELS)
     assert result.status == "repaired" and result.repairs == ("removed trailing commas",)
-    assert result.report.model_dump() == REPORT
+    assert result.report.model_dump() == {**REPORT, **UNCHECKED}
 
     single = TEXT.replace('"', "'").replace("The cat is", "The cat\\'s")
     result = parse_report(single, LABELS)

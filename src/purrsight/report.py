@@ -77,6 +77,13 @@ class Report(BaseModel):
     alternatives: list[Alternative] = Field(default_factory=list)
     welfare_alert: bool = False
     modalities: list[Modality] = Field(default_factory=list)
+    subject: Literal["cat", "no_cat", "unsure"] | None = None
+    """Is there a cat at all (None: a model without the check)? An emotion is given only
+    for ``cat``."""
+    subject_reason: str = ""
+    in_range: bool | None = None
+    """Are the inputs like the training data (None: a model without the check)? Out of
+    range, the emotion is shown as ``unsure``."""
 
     @model_validator(mode="after")
     def _welfare_alert_follows_label(self) -> Report:

@@ -159,6 +159,10 @@ class ReadingInfo(StrictModel):
     """A cue whose head gives its top value less than this is reported as unclear."""
     data: str = ""
     """The data folder the heads were fitted on."""
+    typicality_file: str | None = None
+    """How typical inputs are of the training data (None: no subject / range check)."""
+    typicality_thresholds: dict[str, float] = Field(default_factory=dict)
+    """Per modality, the score above which an input is out of range (val's 95th percentile)."""
 
 
 class BundleManifest(StrictModel):

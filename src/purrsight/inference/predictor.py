@@ -75,7 +75,15 @@ from purrsight.features.aligned import apply_head
 from purrsight.inference.bundle import LoadedBundle, load_bundle
 from purrsight.inference.errors import BundleError, InputError
 from purrsight.inference.generate import build_items, generate_texts
-from purrsight.inference.reading import CUE_MODALITY, ReadOut, load_reading, reading_prefix
+from purrsight.inference.reading import (
+    CUE_MODALITY,
+    ReadOut,
+    Verdict,
+    absent_cue_words,
+    cat_probability,
+    load_reading,
+    reading_prefix,
+)
 from purrsight.inference.report_parse import parse_report
 from purrsight.inference.scoring import score_options
 from purrsight.precision import cpu_features_summary, inference_dtype
@@ -128,6 +136,9 @@ class Prepared:
     """Seconds per stage of preparing it: ``decode``, ``encoders``, ``aligner``."""
     raw: dict[str, torch.Tensor] = field(default_factory=dict)
     """{modality: [d_m]} the encoders' features, which the reading heads read."""
+    cat_probability: tuple[float, float] | None = None
+    """(domestic cat, big cat) probability of the photo by the image encoder's own
+    ImageNet classifier, where it has one (the subject check)."""
 
 
 @dataclass
@@ -321,7 +332,18 @@ class Predictor:
         if text and text.strip():
             modalities.append("text")
         seconds = time.perf_counter() - started
-        return Prepared(features, modalities, instruction, seconds, clock.seconds, raw)
+        prepared = Prepared(features, modalities, instruction, seconds, clock.seconds, raw)
+        if "image" in raw and self.reading is not None:
+            prepared.cat_probability = self._cat_probability(raw["image"])
+        return prepared
+
+    def _cat_probability(self, raw_image: torch.Tensor) -> tuple[float, float] | None:
+        """(domestic cat, big cat) probability from the image encoder's ImageNet head (None
+        for an encoder without one)."""
+        encoder = self._encoder("image")
+        if not hasattr(encoder, "class_logits"):
+            return None
+        return cat_probability(encoder.class_logits(raw_image[None])[0])
 
     def _encode_align(
         self, modality: str, inputs: list, clock: StageClock
@@ -454,14 +476,20 @@ class Predictor:
             probs = self.label_probabilities(prepared, progress=progress)
         with clock.stage("reading"):
             reads = self.reading.read(prepared)
-        verdicts = [self._verdict(p) for p in probs]
+            checks = self.reading.verdicts(prepared)
+        verdicts = [self._verdict(p, check) for p, check in zip(probs, checks, strict=True)]
         texts = self._written_on(prepared, probs, reads, progress, clock)
         out = []
         for i, p in enumerate(prepared):
             emotion, confidence, alternatives = verdicts[i]
-            summary, advice, status, error = self._read_texts(emotion, probs[i], reads[i], texts[i])
+            summary, advice, status, error = self._read_texts(
+                emotion, probs[i], reads[i], texts[i], p.modalities
+            )
+            if checks[i] is not None and emotion == UNSURE:
+                summary, advice = _checked_texts(checks[i], summary, advice)
             report = self._finish(
-                evidence=reads[i].evidence,
+                check=checks[i],
+                evidence=reads[i].evidence if _is_cat(checks[i]) else Evidence(),
                 arousal=reads[i].arousal,
                 emotion=emotion,
                 confidence=confidence,
@@ -509,7 +537,12 @@ class Predictor:
         return list(texts)
 
     def _read_texts(
-        self, emotion: str, probs: torch.Tensor, read: ReadOut, text: str | None
+        self,
+        emotion: str,
+        probs: torch.Tensor,
+        read: ReadOut,
+        text: str | None,
+        given: Sequence[str] = (),
     ) -> tuple[str, str, Status, str | None]:
         """(summary, advice, status, error): the generated ones where they parse, else
         composed from the evidence (status ``repaired``, the parse error kept)."""
@@ -521,7 +554,11 @@ class Predictor:
         result = parse_report(text, self.labels)
         if result.report is None:
             return (*composed, "repaired", result.error)
-        return result.report.summary, result.report.advice, result.status, None
+        summary, advice = result.report.summary, result.report.advice
+        unseen = absent_cue_words(f"{summary} {advice}", given)
+        if unseen:  # the text describes an input not given: the evidence's words instead
+            return (*composed, "repaired", f"named {', '.join(unseen)} without its input")
+        return summary, advice, result.status, None
 
     def _generated_prediction(self, p: Prepared, result, probs: torch.Tensor) -> Prediction:
         """The generated report with emotion, confidence and alternatives from ``probs``."""
@@ -554,9 +591,13 @@ class Predictor:
 
     def _labels_prediction(self, p: Prepared, probs: torch.Tensor, status: Status) -> Prediction:
         probabilities = self._as_dict(probs)
-        emotion, confidence, alternatives = self._verdict(probs)
+        check = self.reading.verdicts([p])[0] if self.reading is not None else None
+        emotion, confidence, alternatives = self._verdict(probs, check)
         summary, advice = self._templated(emotion, probs)
+        if check is not None and emotion == UNSURE:
+            summary, advice = _checked_texts(check, summary, advice)
         report = self._finish(
+            check=check,
             evidence=Evidence(),
             arousal=None,  # not read: label scoring stops at the emotion
             emotion=emotion,
@@ -572,12 +613,16 @@ class Predictor:
     def _as_dict(self, probs: torch.Tensor) -> dict[str, float]:
         return {label: float(v) for label, v in zip(self.labels, probs.tolist(), strict=True)}
 
-    def _verdict(self, probs: torch.Tensor) -> tuple[str, float, list[Alternative]]:
-        """(emotion or ``unsure``, its probability, the next labels by probability)."""
+    def _verdict(
+        self, probs: torch.Tensor, check: Verdict | None = None
+    ) -> tuple[str, float, list[Alternative]]:
+        """(emotion or ``unsure``, its probability, the next labels by probability). With a
+        subject / range check that is not a cat in range, the emotion is ``unsure``: the
+        probabilities are kept as they are, shown as the candidates."""
         order = probs.argsort(descending=True).tolist()
         top = order[0]
         confidence = float(probs[top])
-        unsure = confidence < self.unsure_threshold
+        unsure = confidence < self.unsure_threshold or not _is_cat_in_range(check)
         # Unsure: the alternatives are the candidates, the top label first.
         rest = order if unsure else order[1:]
         alternatives = [
@@ -598,14 +643,31 @@ class Predictor:
             )
         return f"The cat seems {emotion.replace('_', ' ')}.", label_advice(emotion)
 
-    def _finish(self, *, probabilities: dict[str, float], advice: str, **fields: Any) -> Report:
+    def _finish(
+        self,
+        *,
+        probabilities: dict[str, float],
+        advice: str,
+        check: Verdict | None = None,
+        **fields: Any,
+    ) -> Report:
         """The report with the welfare rule applied: the answer is a welfare label, or the
-        welfare labels together are at least ``welfare_threshold`` likely."""
+        welfare labels together are at least ``welfare_threshold`` likely. Where the check
+        says no cat, or inputs out of range, no alarm is raised or hidden: the advice says
+        it cannot tell."""
         welfare = self.bundle.manifest.welfare_labels
         risk = sum(probabilities.get(label, 0.0) for label in welfare)
         alert = fields["emotion"] in welfare or risk >= self.welfare_threshold
-        if alert and "vet" not in advice.lower():
+        if not _is_cat_in_range(check):
+            alert = False
+            if risk >= self.welfare_threshold and CANNOT_TELL not in advice:
+                advice = f"{CANNOT_TELL} {advice}"
+        elif alert and "vet" not in advice.lower():
             advice = f"{VET_ADVICE} {advice}"
+        if check is not None:
+            fields.update(
+                subject=check.subject, subject_reason=check.reason, in_range=check.in_range
+            )
         return Report(advice=advice, welfare_alert=alert, **fields)
 
     def _instruction(self, text: str | None) -> str:
@@ -672,6 +734,30 @@ def _observable(
     for cue in dropped:
         values[cue] = None
     return Evidence(**values), dropped
+
+
+CANNOT_TELL = "Cannot tell; if you are worried, see a vet."
+
+
+def _is_cat(check: Verdict | None) -> bool:
+    return check is None or check.subject == "cat"
+
+
+def _is_cat_in_range(check: Verdict | None) -> bool:
+    return check is None or (check.subject == "cat" and check.in_range)
+
+
+def _checked_texts(check: Verdict, summary: str, advice: str) -> tuple[str, str]:
+    """Summary and advice of an answer the subject / range check made unsure: what the
+    check found, in plain words, before the reading."""
+    if check.subject == "no_cat":
+        return f"No cat found: {check.reason}.", "Give a photo or a sound of a cat."
+    if not check.in_range or check.subject == "unsure":
+        return (
+            f"Not sure this is a cat Purr-Sight can read: {check.reason}. {summary}",
+            advice,
+        )
+    return summary, advice
 
 
 def _request_kwargs(request: dict[str, Any]) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from purrsight.inference.predictor import Predictor, Prepared
 from purrsight.inference.reading import CUE_MODALITY, save_reading
 from purrsight.inference.reading_fit import fit_blend, fit_head, fit_logistic
 from purrsight.models.reading_heads import EMOTION, HeadSpec, ReadingHeads, head_input
+from purrsight.models.typicality import Typicality
 from purrsight.report import Report
 from purrsight.vocabulary import AROUSAL_LEVELS, MEDIA_MODALITIES
 
@@ -103,7 +104,8 @@ def fit_reading(bundle_dir: Path, config: Config, data_dir: str | Path | None = 
         head_specs(samples["train"], config.labels, modalities), tables, samples, dims
     )
     blend, blend_fit = _fit_blend(predictor, heads, tables["val"], samples["val"], config.labels)
-    info = save_reading(bundle_dir, heads, blend, fits, blend_fit, str(data))
+    typicality = fit_typicality(tables, dims)
+    info = save_reading(bundle_dir, heads, blend, fits, blend_fit, str(data), typicality)
     manifest = read_bundle(bundle_dir).model_copy(update={"reading": info})
     write_manifest(Path(bundle_dir), manifest)
     log.info(
@@ -123,6 +125,19 @@ def fit_reading_for_checkpoint(
 
     meta = read_phase2_checkpoint(checkpoint)["hyper_parameters"]
     return fit_reading(Path(bundle_dir), Config.model_validate(meta["config"]), data_dir)
+
+
+def fit_typicality(tables: dict[str, FeatureTable], dims: dict[str, int]) -> Typicality:
+    """Per modality, a Gaussian of the training features and the threshold that keeps
+    95 % of the validation inputs in range."""
+    typicality = Typicality(dims)
+    for modality, model in typicality.items():
+        rows = {s: tables[s].present[modality].bool() for s in SPLITS}
+        model.fit(
+            tables["train"].features[modality][rows["train"]],
+            tables["val"].features[modality][rows["val"]],
+        )
+    return typicality
 
 
 def _fit_heads(specs, tables, samples, dims) -> tuple[ReadingHeads, dict[str, dict]]:

@@ -169,6 +169,12 @@ class EfficientNetLite0Encoder(FrozenEncoder):
         """``[b, 3, 224, 224]`` → ImageNet-1k logits ``[b, 1000]`` (for checks, not training)."""
         return self.model(batch.to(self.device, self.dtype)).float()
 
+    @torch.no_grad()
+    def class_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """``[b, 1280]`` features of :meth:`encode` → ImageNet-1k logits ``[b, 1000]``: the
+        network's own classifier on them (the subject check reads its cat classes)."""
+        return self.model._fc(features.to(self.device, self.dtype)).float().cpu()
+
 
 # ----------------------------------------------------------------------------- audio
 
