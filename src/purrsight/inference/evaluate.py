@@ -1,9 +1,11 @@
 """``purrsight evaluate``: score a bundle on a labelled JSONL split.
 
-Three ways of reading the emotion are scored on the same samples:
+Four ways of reading the emotion are scored on the same samples:
 
 * ``label_scoring`` — the cheap path: label likelihoods after the prompt, no generation
   (every sample; one prompt pass + one batched pass over the labels each).
+* ``llm_alone`` — the LLM's own label likelihoods, softmaxed, before the reading heads'
+  blend and its calibration (a bundle without reading heads: the same as label_scoring).
 * ``generation`` — free generation: the emotion the generated text names after parsing
   (an invalid report counts as wrong), its confidence the number the model wrote.
 * ``report`` — what ``predict`` answers: the generated report with its emotion rescored at
@@ -50,7 +52,7 @@ from purrsight.vocabulary import UNSURE
 log = logging.getLogger(__name__)
 
 SUBSETS = ("image_only", "audio_only", "both")
-SYSTEMS = ("label_scoring", "generation", "report")
+SYSTEMS = ("label_scoring", "llm_alone", "generation", "report")
 OUTPUT_FILES = (
     "metrics.json",
     "report.md",
@@ -103,6 +105,8 @@ def evaluate_bundle(
     answers: dict[str, dict[int, Scored]] = {s: {} for s in SYSTEMS}
     for i, pred in enumerate(label_preds):
         answers["label_scoring"][i] = _from_probabilities(pred.probabilities, pred.report.emotion)
+        if pred.llm_probabilities is not None:  # the LLM's own scores, uncalibrated
+            answers["llm_alone"][i] = _from_probabilities(pred.llm_probabilities, "")
 
     chosen = _generation_indices(samples, max_generate)
     t0 = time.perf_counter()

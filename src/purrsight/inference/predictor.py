@@ -157,6 +157,9 @@ class Prediction:
     repairs: tuple[str, ...] = ()
     cue_confidence: dict[str, float] = field(default_factory=dict)
     """The reading heads' probability of each reported cue (empty without heads)."""
+    llm_probabilities: dict[str, float] | None = None
+    """Label mode: the LLM's own label distribution (uncalibrated, no reading head), which
+    ``evaluate`` scores beside the answer's."""
     timings: dict[str, float] = field(default_factory=dict)
     """Seconds: ``prepare`` (decode + encode), ``model`` (scoring + generation, shared
     by a batch), ``total``."""
@@ -367,8 +370,10 @@ class Predictor:
         clock = StageClock()
         if mode == "labels":
             with clock.stage("label_scoring"):
-                probs = self.label_probabilities(prepared, progress=progress)
+                probs, llm = self.label_distributions(prepared, progress=progress)
             out = [self._labels_prediction(p, probs[i], "labels") for i, p in enumerate(prepared)]
+            for prediction, own in zip(out, llm, strict=True):
+                prediction.llm_probabilities = self._as_dict(own)
         else:
             out = self._report_predictions(prepared, progress, clock)
         model_seconds = time.perf_counter() - started
@@ -389,12 +394,20 @@ class Predictor:
         scores (:meth:`label_scores`), blended with the emotion reading head's where the
         bundle has one (weights fitted on val at export: calibrated); else their softmax.
         ``progress``: as in :meth:`predict_prepared`."""
+        return self.label_distributions(prepared, progress)[0]
+
+    def label_distributions(
+        self, prepared: Sequence[Prepared], progress: str | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """([b, L] the answer's label probabilities (:meth:`label_probabilities`), [b, L]
+        the LLM's own: the softmax of its label scores, uncalibrated)."""
         scores = self.label_scores(prepared, progress)
+        llm = scores.softmax(dim=-1)
         if self.reading is None:
-            return scores.softmax(dim=-1)
+            return llm, llm
         raw, present = self.reading.batch(prepared)
         head = self.reading.heads.logits("emotion", raw, present)
-        return self.reading.blend(scores, head)
+        return self.reading.blend(scores, head), llm
 
     def label_scores(
         self, prepared: Sequence[Prepared], progress: str | None = None

@@ -130,7 +130,7 @@ def _ece(m: dict[str, Any]) -> str:
 def headline(metrics: dict[str, Any]) -> str:
     """One line per system: the figures a person looks at first."""
     lines = []
-    for system in ("label_scoring", "generation", "report"):
+    for system in ("label_scoring", "llm_alone", "generation", "report"):
         m = metrics[system]
         if not m.get("n"):
             lines.append(f"{system:14s} (not run)")

@@ -73,12 +73,13 @@ def log_evaluation(metrics: dict, out_dir: Path, bundle_info: dict) -> str:
             }
         )
         values = {}
-        for system in ("label_scoring", "generation", "report"):
-            m = metrics[system]
+        for system in ("label_scoring", "llm_alone", "generation", "report"):
+            m = metrics.get(system, {})
             if not m.get("n"):
                 continue
             for key in ("accuracy", "macro_f1", "balanced_accuracy", "ece"):
-                values[f"{system}.{key}"] = m[key]
+                if m.get(key) is not None:  # free generation has no ECE
+                    values[f"{system}.{key}"] = m[key]
             for subset, sm in m["subsets"].items():
                 if sm.get("n"):
                     values[f"{system}.{subset}.macro_f1"] = sm["macro_f1"]
