@@ -59,6 +59,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--probes-only", action="store_true", help="skip the pipeline (needs a Phase 1 run)"
     )
+    parser.add_argument(
+        "--refit",
+        action="store_true",
+        help="export and evaluate each seed's trained Phase 2 checkpoint again (new reading "
+        "heads or checks, same training)",
+    )
     return parser.parse_args(argv)
 
 
@@ -103,6 +109,20 @@ def run_pipeline(config, root: Path, timings: dict[str, float]) -> dict[str, Any
 
         summary = run_demo(config, None)
     timings["pipeline"] = time.perf_counter() - started
+    return summary
+
+
+def refit(config, root: Path, timings: dict[str, float]) -> dict[str, Any]:
+    """Stages 4 and 5 of the demo again on the seed's Phase 2 checkpoint."""
+    from purrsight.jobs.demo import _evaluate_stage, _export_stage, write_summary
+
+    summary_path = root / "summary.json"
+    started = time.perf_counter()
+    checkpoint = Path(json.loads(summary_path.read_text())["phase2"]["checkpoint"])
+    export, bundle = _export_stage(config, checkpoint)
+    write_summary(summary_path, {"export": export})
+    summary = write_summary(summary_path, {"evaluate": _evaluate_stage(config, bundle)})
+    timings["refit"] = time.perf_counter() - started
     return summary
 
 
@@ -260,75 +280,87 @@ def _accuracy(truth: list[str], predicted: list[Any]) -> float:
 
 
 def pipeline_scores(root: Path, splits: dict, labels: list[str]) -> dict[str, Any]:
-    """Label scoring (the bundle's evaluation) and the generated reports of the demo run."""
-    truth_of = {x.id: x.label for x in splits["test"]}
-    subset_of = {x.id: subset_name(x) for x in splits["test"]}
-    out: dict[str, Any] = {}
+    """The bundle's evaluation on the test split (``<seed>/evaluate``): label scoring (the
+    calibrated blend), the LLM's own label scores, and the reports ``predict`` gives."""
     predictions = root / "evaluate" / "predictions.jsonl"
-    metrics_path = predictions.with_name("metrics.json")
-    if predictions.is_file():
-        lines = [json.loads(line) for line in predictions.read_text().splitlines()]
-        out["label_scoring"] = by_subset(
-            [x["label"] for x in lines],
-            [x["label_scoring"]["predicted"] for x in lines],
-            [x["subset"] for x in lines],
-            labels,
-        )
-        metrics = json.loads(metrics_path.read_text())["label_scoring"]
-        out["label_scoring"]["ece"] = metrics["ece"]
-        out["label_scoring"]["ece_uncalibrated"] = metrics.get("ece_uncalibrated")
-    reports = _reports(root)
-    if reports is not None:
-        ids = [x.id for x in splits["test"]]
-        out["reports"] = by_subset(
-            [truth_of[i] for i in ids],
-            [(reports.get(i) or {}).get("emotion") for i in ids],
-            [subset_of[i] for i in ids],
-            labels,
-        )
-        out["reports"]["valid_rate"] = sum(reports.get(i) is not None for i in ids) / len(ids)
+    if not predictions.is_file():
+        return {}
+    lines = [json.loads(line) for line in predictions.read_text().splitlines()]
+    metrics = json.loads(predictions.with_name("metrics.json").read_text())
+    truth = [x["label"] for x in lines]
+    subsets = [x["subset"] for x in lines]
+    out: dict[str, Any] = {}
+    for system in ("label_scoring", "llm_alone", "report"):
+        if all(system in x for x in lines):
+            predicted = [x[system]["predicted"] for x in lines]
+            out[system] = by_subset(truth, predicted, subsets, labels)
+            out[system]["ece"] = metrics.get(system, {}).get("ece")
+    if "report" in out:
+        out["report"]["valid_rate"] = metrics["report"].get("valid_rate")
+        agree = [
+            x["report_json"]["emotion"] in (x["label_scoring"]["predicted"], "unsure")
+            for x in lines
+        ]
+        out["report"]["agrees_with_label_scoring"] = sum(agree) / len(agree)
     return out
 
 
 def _reports(root: Path) -> dict[str, dict] | None:
-    path = root / "test_reports.jsonl"
+    """{sample id: the report ``predict`` gave} of the bundle's evaluation."""
+    path = root / "evaluate" / "predictions.jsonl"
     if not path.is_file():
         return None
     lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return {x["id"]: x["report"] for x in lines}
+    return {x["id"]: x.get("report_json") for x in lines}
 
 
 def one_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     timings: dict[str, float] = {}
     config, root = seed_config(args, seed)
     summary: dict[str, Any] = {}
-    if not args.probes_only:
+    if args.refit:
+        summary = refit(config, root, timings)
+    elif not args.probes_only:
         summary = run_pipeline(config, root, timings)
     elif not (Path(config.phase1.data_dir) / "train.jsonl").is_file():
         from purrsight.data.demo import generate_demo_dataset
 
         generate_demo_dataset(config.phase1.data_dir, n=args.n, seed=seed, labels=config.labels)
-    started = time.perf_counter()
     splits = load_splits(config)
-    aligner = (summary.get("phase1") or {}).get("aligner") or _latest_aligner(root)
-    feats = feature_arrays(config, splits, aligner)
-    timings["features"] = time.perf_counter() - started
-    started = time.perf_counter()
     labels = list(config.labels)
     result = {
         "seed": seed,
         "sizes": {s: len(v) for s, v in splits.items()},
         "test_subsets": dict(Counter(subset_name(x) for x in splits["test"])),
+        **reference_scores(config, root, splits, summary, timings),
+    }
+    result.update(pipeline_scores(root, splits, labels))
+    result["cues"] = cue_table(result.pop("_feats"), splits, _reports(root))
+    result["seconds"] = {k: round(v, 1) for k, v in timings.items()}
+    return result
+
+
+def reference_scores(config, root: Path, splits, summary, timings) -> dict[str, Any]:
+    """Oracle and probes (cached in ``<seed>/references.json``: they depend only on the data
+    and the Phase 1 aligner), plus the features the cue table needs (key ``_feats``)."""
+    started = time.perf_counter()
+    aligner = (summary.get("phase1") or {}).get("aligner") or _latest_aligner(root)
+    feats = feature_arrays(config, splits, aligner)
+    timings["features"] = time.perf_counter() - started
+    cached = root / "references.json"
+    if cached.is_file() and json.loads(cached.read_text()).get("aligner") == aligner:
+        return {**json.loads(cached.read_text())["scores"], "_feats": feats}
+    started = time.perf_counter()
+    labels = list(config.labels)
+    scores = {
         "oracle": oracle(splits, labels),
         "probe_raw": emotion_probes(feats["raw"], splits, labels),
     }
     if feats["aligned"]:
-        result["probe_aligned"] = emotion_probes(feats["aligned"], splits, labels)
-    result.update(pipeline_scores(root, splits, labels))
-    result["cues"] = cue_table(feats, splits, _reports(root))
+        scores["probe_aligned"] = emotion_probes(feats["aligned"], splits, labels)
     timings["probes"] = time.perf_counter() - started
-    result["seconds"] = {k: round(v, 1) for k, v in timings.items()}
-    return result
+    cached.write_text(json.dumps({"aligner": aligner, "scores": scores}))
+    return {**scores, "_feats": feats}
 
 
 def _latest_aligner(root: Path) -> str | None:
@@ -355,7 +387,7 @@ def emotion_rows(result: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
             rows.append((f"probe {level}: joint", probes["joint"]))
             rows.append((f"probe {level}: image", probes["image"]))
             rows.append((f"probe {level}: audio", probes["audio"]))
-    for system in ("label_scoring", "reports"):
+    for system in ("llm_alone", "label_scoring", "report"):
         if system in result:
             rows.append((system.replace("_", " "), result[system]))
     return rows
@@ -367,8 +399,14 @@ def print_seed(result: dict[str, Any]) -> None:
     for name, row in emotion_rows(result):
         print(f"{name:28s}" + "".join(f"{_cell(row.get(c)):>30s}" for c in ("overall", *SUBSETS)))
     if "label_scoring" in result:
-        ls = result["label_scoring"]
-        print(f"label scoring ECE {ls.get('ece')} (uncalibrated {ls.get('ece_uncalibrated')})")
+        ece, before = result["label_scoring"].get("ece"), result.get("llm_alone", {}).get("ece")
+        print(f"ECE: label scoring {ece:.3f}; the LLM alone, uncalibrated {before or 0:.3f}")
+    if "report" in result:
+        r = result["report"]
+        print(
+            f"reports: valid {r['valid_rate']:.3f}, emotion = label scoring's "
+            f"{r['agrees_with_label_scoring']:.3f}"
+        )
     print(f"{'cue accuracy':14s}{'n':>6s}" + "".join(f"{c:>14s}" for c in _cue_columns()))
     for cue, row in result["cues"].items():
         cells = "".join(f"{row[c]:>14.3f}" if c in row else f"{'–':>14s}" for c in _cue_columns())
@@ -401,10 +439,41 @@ def across_seeds(results: list[dict[str, Any]]) -> dict[str, Any]:
             values = [r["cues"][cue][column] for r in results if column in r["cues"].get(cue, {})]
             if values:
                 out["cues"][cue][column] = _mean_sd(values)
-    eces = [r["label_scoring"]["ece"] for r in results if r.get("label_scoring", {}).get("ece")]
-    if eces:
-        out["label_scoring_ece"] = _mean_sd(eces)
+    for system in ("label_scoring", "llm_alone"):
+        eces = [r[system]["ece"] for r in results if r.get(system, {}).get("ece") is not None]
+        if eces:
+            out[f"{system}_ece"] = _mean_sd(eces)
+    ratios = _target_ratios(results)
+    if ratios:
+        out["ratios"] = ratios
     return out
+
+
+def _target_ratios(results: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Issue 15's and 20's targets as ratios per seed (mean, sd): label scoring against the
+    best raw probe and the oracle, each single-input subset against its own probe, each
+    cue's reports against the best probe."""
+    rows: dict[str, list[float]] = {}
+    for r in results:
+        if "label_scoring" not in r:
+            continue
+        ls, probes = r["label_scoring"], r["probe_raw"]
+        best = max(probes["joint"]["overall"]["macro_f1"], probes["image"]["overall"]["macro_f1"])
+        rows.setdefault("label_scoring / best raw probe", []).append(
+            ls["overall"]["macro_f1"] / best
+        )
+        rows.setdefault("label_scoring / oracle", []).append(
+            ls["overall"]["macro_f1"] / r["oracle"]["overall"]["macro_f1"]
+        )
+        for modality, subset in (("image", "image_only"), ("audio", "audio_only")):
+            own = probes[modality]["own_subset"].get("macro_f1")
+            if own:
+                rows.setdefault(f"{subset} / own probe", []).append(ls[subset]["macro_f1"] / own)
+        for cue, row in r["cues"].items():
+            best_cue = max(row.get("probe_raw", 0), row.get("probe_aligned", 0))
+            if "reports" in row and best_cue:
+                rows.setdefault(f"{cue} reports / best probe", []).append(row["reports"] / best_cue)
+    return {name: _mean_sd(values) for name, values in rows.items()}
 
 
 def _mean_sd(values: list[float]) -> dict[str, float]:
@@ -426,9 +495,12 @@ def print_summary(summary: dict[str, Any], seeds: list[int]) -> None:
             f"{c} {row[c]['mean']:.3f} ±{row[c]['sd']:.3f}   " for c in _cue_columns() if c in row
         )
         print(f"  {cue:14s}{cells}")
-    if "label_scoring_ece" in summary:
-        e = summary["label_scoring_ece"]
-        print(f"label scoring ECE {e['mean']:.3f} ±{e['sd']:.3f}")
+    for system in ("label_scoring", "llm_alone"):
+        if f"{system}_ece" in summary:
+            e = summary[f"{system}_ece"]
+            print(f"ECE {system}: {e['mean']:.3f} ±{e['sd']:.3f}")
+    for name, v in summary.get("ratios", {}).items():
+        print(f"ratio {name:34s} {v['mean']:.3f} ±{v['sd']:.3f}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -162,7 +162,7 @@ class ReadingInfo(StrictModel):
     typicality_file: str | None = None
     """How typical inputs are of the training data (None: no subject / range check)."""
     typicality_thresholds: dict[str, float] = Field(default_factory=dict)
-    """Per modality, the score above which an input is out of range (val's 95th percentile)."""
+    """Per modality, the score above which an input is out of range (val's 99th percentile)."""
 
 
 class BundleManifest(StrictModel):

@@ -495,14 +495,16 @@ class Predictor:
         out = []
         for i, p in enumerate(prepared):
             emotion, confidence, alternatives = verdicts[i]
+            seen = _seen_evidence(reads[i].evidence, checks[i])
+            read = ReadOut(seen, reads[i].arousal, reads[i].cue_confidence)
             summary, advice, status, error = self._read_texts(
-                emotion, probs[i], reads[i], texts[i], p.modalities
+                emotion, probs[i], read, texts[i], p.modalities
             )
             if checks[i] is not None and emotion == UNSURE:
                 summary, advice = _checked_texts(checks[i], summary, advice)
             report = self._finish(
                 check=checks[i],
-                evidence=reads[i].evidence if _is_cat(checks[i]) else Evidence(),
+                evidence=seen,
                 arousal=reads[i].arousal,
                 emotion=emotion,
                 confidence=confidence,
@@ -752,8 +754,16 @@ def _observable(
 CANNOT_TELL = "Cannot tell; if you are worried, see a vet."
 
 
-def _is_cat(check: Verdict | None) -> bool:
-    return check is None or check.subject == "cat"
+def _seen_evidence(evidence: Evidence, check: Verdict | None) -> Evidence:
+    """``evidence`` without the cues of an input unlike the training data (the heads'
+    reading of it is a guess), and none at all where there is no cat."""
+    if check is None:
+        return evidence
+    if check.subject == "no_cat":
+        return Evidence()
+    far = {m for m, ratio in check.typicality.items() if ratio > 1.0}
+    values = {c: (None if CUE_MODALITY[c] in far else v) for c, v in evidence.model_dump().items()}
+    return Evidence(**values)
 
 
 def _is_cat_in_range(check: Verdict | None) -> bool:

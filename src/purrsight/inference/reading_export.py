@@ -129,7 +129,7 @@ def fit_reading_for_checkpoint(
 
 def fit_typicality(tables: dict[str, FeatureTable], dims: dict[str, int]) -> Typicality:
     """Per modality, a Gaussian of the training features and the threshold that keeps
-    95 % of the validation inputs in range."""
+    99 % of the validation inputs in range (per modality)."""
     typicality = Typicality(dims)
     for modality, model in typicality.items():
         rows = {s: tables[s].present[modality].bool() for s in SPLITS}

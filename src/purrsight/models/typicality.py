@@ -4,7 +4,7 @@ A Gaussian in the top ``k`` principal directions of the training features plus a
 isotropic one in the rest: the score is the squared Mahalanobis distance in the principal
 subspace plus the residual's squared norm over its mean variance, divided by ``k + 1`` so
 a typical training point scores about 1. A threshold chosen on the validation split (its
-95th percentile) separates "in range" from "unlike anything trained on".
+99th percentile) separates "in range" from "unlike anything trained on".
 
 Shapes: n = samples, d = the encoder's feature size, k = principal directions.
 """
@@ -17,8 +17,10 @@ import torch
 from torch import nn
 
 COMPONENTS = 32
-VAL_QUANTILE = 0.95
-"""About this share of validation inputs is in range."""
+VAL_QUANTILE = 0.99
+"""About this share of validation inputs is in range per modality (0.95 left one in ten
+demo samples with both inputs out of range in one of them; non-cat photos and sounds score
+1.4-8 times the 95 % threshold, so they stay out)."""
 
 
 class GaussianTypicality(nn.Module):
