@@ -533,3 +533,56 @@ def test_inference_precision_follows_the_cpu(bundle, media, monkeypatch, native,
     assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-4)
     top = max(probabilities, key=probabilities.get)
     assert forced.predict(image=media["image"], mode="labels").report.emotion in (top, UNSURE)
+
+
+# ----------------------------------------------------------------------------- reading heads
+
+
+@pytest.fixture(scope="module")
+def read_bundle(trained, tmp_path_factory):
+    """The tiny bundle with reading heads and the subject / range check fitted on its
+    training data (as ``purrsight export`` and ``make demo`` do)."""
+    from purrsight.inference.reading_export import fit_reading
+
+    _, checkpoint, config = trained
+    out = tmp_path_factory.mktemp("read") / "bundle"
+    export_bundle(checkpoint, out)
+    assert fit_reading(out, config) is not None
+    return out
+
+
+def test_an_image_only_answer_never_names_a_sound(read_bundle, media) -> None:
+    from purrsight.inference.reading import absent_cue_words
+
+    predictor = Predictor.from_bundle(read_bundle, precision="32")
+    for mode in ("report", "labels"):
+        prediction = predictor.predict(image=media["image"], mode=mode)
+        report = prediction.report
+        assert report.evidence.vocalization is None
+        assert absent_cue_words(f"{report.summary} {report.advice}", ["image"]) == []
+        assert report.subject in ("cat", "no_cat", "unsure") and report.subject_reason
+        assert report.in_range is not None
+        if report.subject != "cat" or not report.in_range:
+            assert report.emotion == UNSURE and not report.welfare_alert
+
+
+def test_an_audio_only_answer_never_names_ears_eyes_tail_or_posture(read_bundle, media) -> None:
+    from purrsight.inference.reading import absent_cue_words
+
+    predictor = Predictor.from_bundle(read_bundle, precision="32")
+    report = predictor.predict(audio=media["audio"]).report
+    assert (report.evidence.ears, report.evidence.eyes, report.evidence.tail) == (None,) * 3
+    assert report.evidence.posture is None
+    assert absent_cue_words(f"{report.summary} {report.advice}", ["audio"]) == []
+
+
+def test_a_read_report_is_valid_and_agrees_with_label_scoring(read_bundle, media) -> None:
+    predictor = Predictor.from_bundle(read_bundle, precision="32")
+    labels = predictor.predict(image=media["image"], audio=media["audio"], mode="labels")
+    report = predictor.predict(image=media["image"], audio=media["audio"]).report
+    assert report.emotion == labels.report.emotion
+    assert report.confidence == labels.report.confidence
+    assert labels.llm_probabilities is not None
+    assert sum(labels.probabilities.values()) == pytest.approx(1.0, abs=1e-4)
+    manifest = json.loads((read_bundle / "purrsight.json").read_text())
+    assert manifest["reading"]["typicality_file"] and manifest["reading"]["heads"]
