@@ -236,7 +236,7 @@ def test_demo_redirected_to_a_file_shows_every_stages_progress(tmp_path, tiny_en
         r"image encoder \(train\) sample (\d+)/\1 \(100 %\)",  # Phase 1's encoding
         r"phase1 step (\d+)/\1 \(100 %\)",
         r"phase2 step (\d+)/\1 \(100 %\)",
-        r"generate report (\d+)/\1 \(100 %\)",  # the test split's reports
+        r"reading heads: LLM scores \(val\) sample (\d+)/\1 \(100 %\)",  # the export's blend
         r"decode and encode sample (\d+)/\1 \(100 %\)",  # the bundle's evaluation
         r"label scoring sample (\d+)/\1 \(100 %\)",
     ):
