@@ -295,6 +295,7 @@ def pipeline_scores(root: Path, splits: dict, labels: list[str]) -> dict[str, An
             predicted = [x[system]["predicted"] for x in lines]
             out[system] = by_subset(truth, predicted, subsets, labels)
             out[system]["ece"] = metrics.get(system, {}).get("ece")
+    out.update(alert_scores(root, lines))
     if "report" in out:
         out["report"]["valid_rate"] = metrics["report"].get("valid_rate")
         agree = [
@@ -303,6 +304,39 @@ def pipeline_scores(root: Path, splits: dict, labels: list[str]) -> dict[str, An
         ]
         out["report"]["agrees_with_label_scoring"] = sum(agree) / len(agree)
     return out
+
+
+WELFARE = ("in_pain",)
+OLD_WELFARE_THRESHOLD = 0.3
+"""The welfare rule before reading heads: the LLM's in_pain probability at least 0.3."""
+
+
+def alert_scores(root: Path, lines: list[dict]) -> dict[str, Any]:
+    """The pain alert's precision and recall on the test split: before (the LLM's own
+    probabilities, the old fixed 0.3 rule) and after (the alert ``predict`` gave)."""
+    truth = [x["label"] in WELFARE for x in lines]
+    out: dict[str, Any] = {}
+    if all(x.get("llm_probabilities") for x in lines):
+        before = [
+            sum(x["llm_probabilities"].get(w, 0.0) for w in WELFARE) >= OLD_WELFARE_THRESHOLD
+            or max(x["llm_probabilities"], key=x["llm_probabilities"].get) in WELFARE
+            for x in lines
+        ]
+        out["alert_before"] = _precision_recall(before, truth)
+    if all(x.get("report_json") for x in lines):
+        after = [bool(x["report_json"]["welfare_alert"]) for x in lines]
+        out["alert_after"] = _precision_recall(after, truth)
+    return out
+
+
+def _precision_recall(alert: list[bool], truth: list[bool]) -> dict[str, float]:
+    hits = sum(a and t for a, t in zip(alert, truth, strict=True))
+    return {
+        "precision": hits / max(sum(alert), 1),
+        "recall": hits / max(sum(truth), 1),
+        "alerts": sum(alert),
+        "positives": sum(truth),
+    }
 
 
 def _reports(root: Path) -> dict[str, dict] | None:
@@ -401,6 +435,13 @@ def print_seed(result: dict[str, Any]) -> None:
     if "label_scoring" in result:
         ece, before = result["label_scoring"].get("ece"), result.get("llm_alone", {}).get("ece")
         print(f"ECE: label scoring {ece:.3f}; the LLM alone, uncalibrated {before or 0:.3f}")
+    for name in ("alert_before", "alert_after"):
+        if name in result:
+            a = result[name]
+            print(
+                f"pain alert {name.split('_')[1]}: precision {a['precision']:.3f}, recall "
+                f"{a['recall']:.3f} ({a['alerts']} alerts, {a['positives']} in pain)"
+            )
     if "report" in result:
         r = result["report"]
         print(
@@ -443,6 +484,11 @@ def across_seeds(results: list[dict[str, Any]]) -> dict[str, Any]:
         eces = [r[system]["ece"] for r in results if r.get(system, {}).get("ece") is not None]
         if eces:
             out[f"{system}_ece"] = _mean_sd(eces)
+    for name in ("alert_before", "alert_after"):
+        for key in ("precision", "recall"):
+            values = [r[name][key] for r in results if name in r]
+            if values:
+                out[f"{name}_{key}"] = _mean_sd(values)
     ratios = _target_ratios(results)
     if ratios:
         out["ratios"] = ratios
@@ -499,6 +545,13 @@ def print_summary(summary: dict[str, Any], seeds: list[int]) -> None:
         if f"{system}_ece" in summary:
             e = summary[f"{system}_ece"]
             print(f"ECE {system}: {e['mean']:.3f} ±{e['sd']:.3f}")
+    for name in ("alert_before", "alert_after"):
+        if f"{name}_precision" in summary:
+            p, r = summary[f"{name}_precision"], summary[f"{name}_recall"]
+            print(
+                f"pain alert {name.split('_')[1]}: precision {p['mean']:.3f} ±{p['sd']:.3f}, "
+                f"recall {r['mean']:.3f} ±{r['sd']:.3f}"
+            )
     for name, v in summary.get("ratios", {}).items():
         print(f"ratio {name:34s} {v['mean']:.3f} ±{v['sd']:.3f}")
 

@@ -162,6 +162,9 @@ class ReadingInfo(StrictModel):
     typicality_file: str | None = None
     """How typical inputs are of the training data (None: no subject / range check)."""
     typicality_thresholds: dict[str, float] = Field(default_factory=dict)
+    welfare_fit: dict[str, float] = Field(default_factory=dict)
+    """Validation precision and recall of the welfare alert at the threshold chosen for it
+    (``inference.welfare_threshold``)."""
     """Per modality, the score above which an input is out of range (val's 99th percentile)."""
 
 

@@ -138,7 +138,8 @@ def evaluate_bundle(
     timings["total"] = time.perf_counter() - started
     metrics["seconds"] = {k: round(v, 2) for k, v in timings.items()}
     write_outputs(metrics, Path(out_dir))
-    write_predictions(samples, answers, reports, Path(out_dir) / "predictions.jsonl")
+    path = Path(out_dir) / "predictions.jsonl"
+    write_predictions(samples, answers, reports, path, label_preds)
     return metrics
 
 
@@ -147,6 +148,7 @@ def write_predictions(
     answers: dict[str, dict[int, Scored]],
     reports: dict[int, Any],
     path: Path,
+    label_preds: Sequence[Any] = (),
 ) -> Path:
     """One JSON line per sample, in split order: ``id``, ``label``, ``subset``, per
     system that answered it ``{"predicted", "confidence", "unsure", "valid"}``, and the
@@ -161,6 +163,9 @@ def write_predictions(
             for system in SYSTEMS:
                 if i in answers[system]:
                     line[system] = asdict(answers[system][i])
+            if i < len(label_preds):  # the label distributions, for alert and ECE studies
+                line["probabilities"] = label_preds[i].probabilities
+                line["llm_probabilities"] = label_preds[i].llm_probabilities
             if i in reports:
                 line["report_json"] = reports[i].report.model_dump(mode="json")
                 line["cue_confidence"] = reports[i].cue_confidence

@@ -103,10 +103,17 @@ def fit_reading(bundle_dir: Path, config: Config, data_dir: str | Path | None = 
     heads, fits = _fit_heads(
         head_specs(samples["train"], config.labels, modalities), tables, samples, dims
     )
-    blend, blend_fit = _fit_blend(predictor, heads, tables["val"], samples["val"], config.labels)
+    blend, blend_fit, val_probs = _fit_blend(
+        predictor, heads, tables["val"], samples["val"], config.labels
+    )
     typicality = fit_typicality(tables, dims)
     info = save_reading(bundle_dir, heads, blend, fits, blend_fit, str(data), typicality)
-    manifest = read_bundle(bundle_dir).model_copy(update={"reading": info})
+    manifest = read_bundle(bundle_dir)
+    inference = manifest.inference.model_copy()
+    pain = welfare_threshold(val_probs, samples["val"], config.labels, manifest.welfare_labels)
+    if pain is not None:
+        inference.welfare_threshold, info.welfare_fit = pain
+    manifest = manifest.model_copy(update={"reading": info, "inference": inference})
     write_manifest(Path(bundle_dir), manifest)
     log.info(
         "reading heads fitted in %.1f s: %s; blend %s",
@@ -244,7 +251,32 @@ def _fit_blend(predictor: Predictor, heads: ReadingHeads, table, samples, labels
         llm = predictor.label_scores(prepared, progress="reading heads: LLM scores (val)")
     head = heads.logits("emotion", table.features, table.present).detach()
     targets = [list(labels).index(s.label) for s in samples]
-    return fit_blend(llm, head, targets)
+    blend, info = fit_blend(llm, head, targets)
+    return blend, info, blend(llm, head)
+
+
+WELFARE_PRECISION = 0.8
+"""The welfare alert's threshold is the lowest whose validation precision reaches this."""
+
+
+def welfare_threshold(probs: torch.Tensor, samples, labels, welfare_labels):
+    """(threshold, {"precision", "recall", "n_positive"} on val) of the welfare alert: the
+    lowest probability of the welfare labels together at which the alert's precision on
+    the validation split reaches :data:`WELFARE_PRECISION` (recall is what is left); None
+    when val has no welfare sample."""
+    columns = [i for i, label in enumerate(labels) if label in welfare_labels]
+    risk = probs[:, columns].sum(dim=1)
+    truth = torch.tensor([s.label in welfare_labels for s in samples])
+    if not bool(truth.any()):
+        return None
+    for threshold in sorted({round(float(r), 4) for r in risk}):
+        alert = risk >= threshold
+        precision = float((alert & truth).sum() / alert.sum().clamp_min(1))
+        if precision >= WELFARE_PRECISION:
+            recall = float((alert & truth).sum() / truth.sum())
+            fit = {"precision": round(precision, 4), "recall": round(recall, 4)}
+            return max(threshold, 0.05), {**fit, "n_positive": float(truth.sum())}
+    return None
 
 
 __all__ = ["ReadingInfo", "fit_reading", "head_specs", "target"]
