@@ -128,14 +128,14 @@ def _inputs_of_stem(root: Path, stem: str, files: list[Path]) -> list[tuple[str,
                 f"{rel(path)}: not an image, sound or video file (allowed: "
                 f"{', '.join(sorted(MEDIA_EXTENSIONS))})"
             )
-            out.append((rel(path), _failed(rel(path), reason, "unsupported_type", path, rel)))
+            out.append((rel(path), _failed(rel(path), reason, "unsupported_type", rel(path))))
     for video in by_kind["video"]:
         out.append((rel(video), BatchInput(rel(video), video=video, shown={"video": rel(video)})))
     images, audios = by_kind["image"], by_kind["audio"]
     if len(images) > 1 or len(audios) > 1:
         names = ", ".join(rel(p) for p in images + audios)
         reason = f"{names}: several images or sounds share the stem {stem!r}; which to pair?"
-        out.append((stem, _failed(stem, reason, "ambiguous_stem", None, rel)))
+        out.append((stem, _failed(stem, reason, "ambiguous_stem", None)))
     elif images or audios:
         image, audio = (images or [None])[0], (audios or [None])[0]
         shown = {k: rel(p) for k, p in (("image", image), ("audio", audio)) if p is not None}
@@ -143,8 +143,9 @@ def _inputs_of_stem(root: Path, stem: str, files: list[Path]) -> list[tuple[str,
     return out
 
 
-def _failed(name: str, reason: str, kind: str, path: Path | None, rel) -> BatchInput:
-    shown = {"file": rel(path)} if path is not None else {}
+def _failed(name: str, reason: str, kind: str, file: str | None) -> BatchInput:
+    """An input that carries its error (``file``: the one file it is about, if one)."""
+    shown = {"file": file} if file is not None else {}
     return BatchInput(name, error=reason, error_kind=kind, shown=shown)
 
 
