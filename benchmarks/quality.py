@@ -504,10 +504,13 @@ def _target_ratios(results: list[dict[str, Any]]) -> dict[str, dict[str, float]]
         if "label_scoring" not in r:
             continue
         ls, probes = r["label_scoring"], r["probe_raw"]
-        best = max(probes["joint"]["overall"]["macro_f1"], probes["image"]["overall"]["macro_f1"])
-        rows.setdefault("label_scoring / best raw probe", []).append(
-            ls["overall"]["macro_f1"] / best
+        # the best probe on frozen features: raw or aligned, over all test samples
+        best = max(
+            r[level]["joint"]["overall"]["macro_f1"]
+            for level in ("probe_raw", "probe_aligned")
+            if level in r
         )
+        rows.setdefault("label_scoring / best probe", []).append(ls["overall"]["macro_f1"] / best)
         rows.setdefault("label_scoring / oracle", []).append(
             ls["overall"]["macro_f1"] / r["oracle"]["overall"]["macro_f1"]
         )
