@@ -238,10 +238,12 @@ def _response(sample) -> Any:
     return response.model_dump() if hasattr(response, "model_dump") else response
 
 
-def cue_table(feats: dict, splits: dict, reports: dict[str, dict] | None) -> dict[str, Any]:
+def cue_table(
+    feats: dict, splits: dict, reports: dict[str, dict] | None, probes: dict | None = None
+) -> dict[str, Any]:
     """Per cue: the reports' accuracy, the majority baseline and the probes, on the test
     samples that carry the cue (visual cues read from image features, vocalization from
-    audio)."""
+    audio). ``probes``: the probes' figures of an earlier run on the same data, reused."""
     out = {}
     recorded = {s: [recorded_cues(_response(x)) for x in splits[s]] for s in SPLITS}
     for cue in CUES:
@@ -256,6 +258,10 @@ def cue_table(feats: dict, splits: dict, reports: dict[str, dict] | None) -> dic
         majority = Counter(y["train"]).most_common(1)[0][0]
         row = {"n": len(y["test"]), "majority": _accuracy(y["test"], [majority] * len(y["test"]))}
         for level in ("raw", "aligned"):
+            known = (probes or {}).get(cue, {}).get(f"probe_{level}")
+            if known is not None:
+                row[f"probe_{level}"] = known
+                continue
             if not feats[level]:
                 continue
             x = {s: feats[level][s][modality][0][rows[s]] for s in SPLITS}
@@ -369,7 +375,11 @@ def one_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
         **reference_scores(config, root, splits, summary, timings),
     }
     result.update(pipeline_scores(root, splits, labels))
-    result["cues"] = cue_table(result.pop("_feats"), splits, _reports(root))
+    cached = root / "cue_probes.json"
+    known = json.loads(cached.read_text()) if cached.is_file() else None
+    result["cues"] = cue_table(result.pop("_feats"), splits, _reports(root), known)
+    if known is None:
+        cached.write_text(json.dumps(result["cues"]))
     result["seconds"] = {k: round(v, 1) for k, v in timings.items()}
     return result
 
