@@ -506,12 +506,10 @@ class Predictor:
                 check=checks[i],
                 evidence=seen,
                 arousal=reads[i].arousal,
-                emotion=emotion,
-                confidence=confidence,
-                alternatives=alternatives,
+                verdict=(emotion, confidence, alternatives),
                 summary=summary,
                 advice=advice,
-                modalities=p.modalities,
+                request=p,
                 probabilities=self._as_dict(probs[i]),
             )
             prediction = Prediction(report, self._as_dict(probs[i]), status, error, texts[i])
@@ -593,12 +591,10 @@ class Predictor:
         report = self._finish(
             evidence=evidence,
             arousal=generated.arousal,
-            emotion=emotion,
-            confidence=confidence,
-            alternatives=alternatives,
+            verdict=(emotion, confidence, alternatives),
             summary=summary,
             advice=advice,
-            modalities=p.modalities,
+            request=p,
             probabilities=probabilities,
         )
         status: Status = "repaired" if repairs else result.status
@@ -615,12 +611,10 @@ class Predictor:
             check=check,
             evidence=Evidence(),
             arousal=None,  # not read: label scoring stops at the emotion
-            emotion=emotion,
-            confidence=confidence,
-            alternatives=alternatives,
+            verdict=(emotion, confidence, alternatives),
             summary=summary,
             advice=advice,
-            modalities=p.modalities,
+            request=p,
             probabilities=probabilities,
         )
         return Prediction(report, probabilities, status)
@@ -661,6 +655,8 @@ class Predictor:
     def _finish(
         self,
         *,
+        verdict: tuple[str, float, list[Alternative]],
+        request: Prepared,
         probabilities: dict[str, float],
         advice: str,
         check: Verdict | None = None,
@@ -670,6 +666,13 @@ class Predictor:
         welfare labels together are at least ``welfare_threshold`` likely. Where the check
         says no cat, or inputs out of range, no alarm is raised or hidden: the advice says
         it cannot tell."""
+        emotion, confidence, alternatives = verdict
+        fields.update(
+            emotion=emotion,
+            confidence=confidence,
+            alternatives=alternatives,
+            modalities=request.modalities,
+        )
         welfare = self.bundle.manifest.welfare_labels
         risk = sum(probabilities.get(label, 0.0) for label in welfare)
         alert = fields["emotion"] in welfare or risk >= self.welfare_threshold
