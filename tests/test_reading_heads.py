@@ -198,3 +198,30 @@ def test_absent_cue_words_are_found() -> None:
     assert absent_cue_words(text, ["image"]) == ["hiss"]
     assert absent_cue_words(text, ["image", "audio"]) == []
     assert absent_cue_words(text, ["video"]) == []
+
+
+def test_a_head_is_calibrated_on_val() -> None:
+    # Few noisy samples in many dimensions: the fitted logistic regression's confidence is
+    # off; the head's temperature, fitted on val, must lower the val NLL.
+    import torch.nn.functional as F
+
+    from purrsight.inference.reading_fit import fit_head
+    from purrsight.models.reading_heads import HeadSpec
+
+    rng = np.random.default_rng(3)
+    classes = ("a", "b", "c")
+
+    def draw(n):
+        y = rng.integers(0, 3, n)
+        x = np.eye(3, 60)[y] * 1.0 + rng.normal(0, 1.0, (n, 60))
+        return torch.tensor(x).float(), [classes[k] for k in y]
+
+    spec = HeadSpec("ears", ("image",), classes)
+    val = draw(300)
+    head, fit = fit_head(spec, draw(60), val)
+    targets = torch.tensor([classes.index(c) for c in val[1]])
+    with torch.no_grad():
+        calibrated = F.cross_entropy(head(val[0]), targets)
+        raw = F.cross_entropy(head(val[0]) * head.temperature, targets)
+    assert fit["temperature"] != 1.0
+    assert calibrated < raw
