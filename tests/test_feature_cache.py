@@ -304,3 +304,55 @@ def test_feature_cache_config_keys(tmp_path) -> None:
     blocker.write_text("x")
     with pytest.raises(ConfigError, match="feature_cache_dir: .* is not a folder"):
         FeatureCache(blocker)
+
+
+# ----------------------------------------------------------------------------- compute dtype
+
+
+def test_bf16_encoders_are_their_own_key_and_close_to_fp32(tmp_path, data_dir, encoder_cfgs):
+    """Features computed in bf16 autocast land under their own key (a cache filled in fp32
+    never answers a bf16 run, nor the reverse), float32 and within bf16 rounding of fp32's."""
+    samples = _samples(data_dir)
+    n_images = sum(s.image is not None for s in samples)
+    cache = FeatureCache(tmp_path / "cache")
+    configs = {"image": encoder_cfgs.image}
+
+    def fill(dtype):
+        source = FeatureSource(configs, MEDIA, cache, BATCH, compute_dtype=dtype)
+        return source.raw(samples, "t").features["image"], source.encoders
+
+    before = cache.stats["encoder"].computed
+    fp32, _ = fill(torch.float32)
+    bf16, lazy = fill(torch.bfloat16)
+    assert cache.stats["encoder"].computed - before == 2 * n_images
+    assert lazy.built == ["image"] and lazy.get("image").compute_dtype == torch.bfloat16
+    assert bf16.dtype == torch.float32 and not torch.equal(bf16, fp32)
+    rows = fp32.abs().sum(1) > 0
+    cosine = torch.nn.functional.cosine_similarity(bf16[rows], fp32[rows])
+    assert cosine.min() > 0.99
+    # fp32's key is what it was before compute dtypes were keyed: old caches stay valid.
+    ns = namespace("encoder", "image", "id", MEDIA)
+    assert ns == namespace("encoder", "image", "id", MEDIA, None, "float32")
+    assert ns != namespace("encoder", "image", "id", MEDIA, None, "bfloat16")
+
+
+@pytest.mark.parametrize(
+    ("precision", "native", "want"),
+    [
+        ("auto", True, torch.bfloat16),
+        ("auto", False, torch.float32),
+        ("32", True, torch.float32),
+        ("bf16-mixed", False, torch.bfloat16),
+        ("16-mixed", True, torch.float32),
+    ],
+)
+def test_encoders_compute_in_the_precision_decision(monkeypatch, precision, native, want):
+    import purrsight.precision as precision_module
+    from purrsight.features.source import encoder_dtype
+
+    monkeypatch.setattr(precision_module, "cpu_has_native_bf16", lambda: native)
+    assert encoder_dtype(precision) == want
+    config = load_config(None, [f"precision={precision}"] if precision != "16-mixed" else [])
+    if precision != "16-mixed":
+        source = FeatureSource.from_config(config, ["text"], cache=False)
+        assert source.encoders.compute_dtype == want

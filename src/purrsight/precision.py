@@ -141,6 +141,15 @@ def inference_dtype(requested: str, device_type: str) -> torch.dtype:
     return torch.bfloat16 if requested == "auto" and native else torch.float32
 
 
+def predict_precision(config_precision: str) -> str:
+    """The ``Predictor.from_bundle`` precision of a job whose config says
+    ``config_precision`` (export's reading heads, the demo's evaluation): ``32`` where
+    that resolves to fp32 here (an explicit ``32``, or ``auto`` without native bf16), so a
+    run forced to fp32 is fp32 throughout; else ``auto``."""
+    resolved = resolve_precision(config_precision, training_device_type()).precision
+    return "32" if resolved == "32" else "auto"
+
+
 def training_device_type() -> str:
     """The device type Lightning's ``accelerator="auto"`` trains on here."""
     if torch.cuda.is_available():

@@ -1278,7 +1278,10 @@ def _make_sample(
     if plan["has_image"]:
         pose = sample_pose(img_rng, label)
         image_rel = f"img/{stem}.png"
-        render_cat(img_rng, pose, cat, image_size).save(out / image_rel, format="PNG")
+        # Fast zlib level: 2.5x quicker to write than the default 6, files ~10 % larger.
+        render_cat(img_rng, pose, cat, image_size).save(
+            out / image_rel, format="PNG", compress_level=1
+        )
     if plan["has_audio"]:
         kind = sample_sound_kind(aud_rng, label)
         strained = kind == "meow" and cue_profile(label, labels) == "in_pain"

@@ -22,13 +22,19 @@ class LazyEncoders:
     Args:
         configs: {modality: its encoder's config}.
         device: where a built encoder is moved (None: where it was built, the CPU).
+        compute_dtype: what the encoders compute in (float32, or bfloat16 autocast where
+            the hardware does it natively: see :mod:`purrsight.precision`).
     """
 
     def __init__(
-        self, configs: Mapping[str, EncoderConfig], device: torch.device | None = None
+        self,
+        configs: Mapping[str, EncoderConfig],
+        device: torch.device | None = None,
+        compute_dtype: torch.dtype = torch.float32,
     ) -> None:
         self.configs = dict(configs)
         self.device = device
+        self.compute_dtype = compute_dtype
         self._identities: dict[str, str] = {}
         self._built: dict[str, Any] = {}
 
@@ -63,6 +69,7 @@ class LazyEncoders:
                     f"encoders.{modality}: its weights changed while running "
                     f"({expected} → {encoder.identity})"
                 )
+            encoder.compute_dtype = self.compute_dtype
             self._built[modality] = encoder if self.device is None else encoder.to(self.device)
         return self._built[modality]
 

@@ -97,11 +97,14 @@ def namespace(
     encoder_identity: str,
     media: MediaConfig,
     head_digest: str | None = None,
+    compute_dtype: str = "float32",
 ) -> Namespace:
     """The namespace of ``level`` features of one encoder (and aligner head).
 
     Media limits are part of the key for decoded media: a file accepted under looser
-    limits must not be served from the cache once the limits refuse it."""
+    limits must not be served from the cache once the limits refuse it. The encoders'
+    compute dtype is part of it when it is not float32 (bf16 features are close to, not
+    equal to, fp32 ones; fp32 keys stay what they always were)."""
     if level not in LEVELS:
         raise ValueError(f"unknown cache level {level!r}; expected one of {LEVELS}")
     if (level == "aligned") != (head_digest is not None):
@@ -111,4 +114,6 @@ def namespace(
         parts["media"] = json.dumps(media.model_dump(), sort_keys=True)
     if head_digest is not None:
         parts["aligner_head"] = head_digest
+    if compute_dtype != "float32":
+        parts["compute"] = compute_dtype
     return Namespace(level, modality, tuple(sorted(parts.items())))

@@ -50,6 +50,8 @@ class FeatureSource:
         cache: the feature cache, or None to compute every feature.
         batch_size: samples per encoder call.
         device: where the encoders run (None: the CPU).
+        compute_dtype: what the encoders compute in (float32, or bfloat16 where the
+            hardware does it natively; part of the cache key).
     """
 
     def __init__(
@@ -59,8 +61,9 @@ class FeatureSource:
         cache: FeatureCache | None = None,
         batch_size: int = 16,
         device: torch.device | None = None,
+        compute_dtype: torch.dtype = torch.float32,
     ) -> None:
-        self.encoders = LazyEncoders(encoders, device)
+        self.encoders = LazyEncoders(encoders, device, compute_dtype)
         self.media = media
         self.cache = cache
         self.batch_size = batch_size
@@ -81,7 +84,8 @@ class FeatureSource:
         use_cache = config.feature_cache if cache is None else cache
         store = FeatureCache(Path(config.feature_cache_dir)) if use_cache else None
         configs = {m: getattr(config.encoders, m) for m in modalities}
-        source = cls(configs, config.media, store, config.phase1.encode_batch_size)
+        dtype = encoder_dtype(config.precision)
+        source = cls(configs, config.media, store, config.phase1.encode_batch_size, None, dtype)
         for modality in modalities:
             source.identity(modality)
         return source
@@ -153,7 +157,7 @@ class FeatureSource:
 
         if self.cache is None:
             return compute(list(range(len(texts))))
-        ns = namespace("encoder", "text", self.identity("text"), self.media)
+        ns = self._namespace("encoder", "text")
         features, _ = self.cache.fill(ns, [text_key(t) for t in texts], compute, lambda: 0)
         return features
 
@@ -226,6 +230,11 @@ class FeatureSource:
             "encoders_loaded": self.encoders.built,
         }
 
+    def _namespace(self, level: str, modality: str, head_digest: str | None = None):
+        dtype = str(self.encoders.compute_dtype).removeprefix("torch.")
+        identity = self.identity(modality)
+        return namespace(level, modality, identity, self.media, head_digest, dtype)
+
     def _cached_raw(
         self,
         samples: Sequence[Sample],
@@ -235,7 +244,7 @@ class FeatureSource:
     ) -> Column:
         """One modality's encoder features through the cache. ``keys``: the samples'
         content keys when the caller has them already."""
-        ns = namespace("encoder", modality, self.identity(modality), self.media)
+        ns = self._namespace("encoder", modality)
         if keys is None:
             keys = [content_key(s, modality, self.media) for s in samples]
 
@@ -254,7 +263,7 @@ class FeatureSource:
         too); a miss is aligned from :meth:`_cached_raw`."""
         head = aligner.heads[modality]
         digest = tensor_digest(head.state_dict())
-        ns = namespace("aligned", modality, self.identity(modality), self.media, digest)
+        ns = self._namespace("aligned", modality, digest)
         keys = [content_key(s, modality, self.media) for s in samples]
 
         def compute(rows: list[int]) -> torch.Tensor:
@@ -263,6 +272,18 @@ class FeatureSource:
             return apply_head(head, raw)
 
         return self.cache.fill(ns, keys, compute, lambda: aligner.embed_dim)
+
+
+def encoder_dtype(precision: str, device_type: str = "cpu") -> torch.dtype:
+    """What the frozen encoders compute in on ``device_type`` (a source without a device
+    runs them on the CPU) for a config's ``precision``: ``auto`` gives bf16 where that
+    device does bf16 natively (the one decision of :mod:`purrsight.precision`), an
+    explicit ``bf16-mixed`` bf16, anything else float32 (``16-mixed`` is for CUDA's LLM)."""
+    from purrsight.precision import inference_dtype
+
+    if precision == "auto":
+        return inference_dtype("auto", device_type)
+    return torch.bfloat16 if precision == "bf16-mixed" else torch.float32
 
 
 def _table(

@@ -191,8 +191,11 @@ class Predictor:
         *,
         unsure_threshold: float | None = None,
         max_new_tokens: int | None = None,
+        compute_dtype: torch.dtype = torch.float32,
     ) -> None:
         self.bundle = bundle
+        self.compute_dtype = compute_dtype
+        """What the frozen encoders compute in (the LLM's dtype is the bundle's)."""
         manifest = bundle.manifest
         self.settings = manifest.inference.model_copy()
         """The bundle's inference settings (a copy: changing one changes this predictor)."""
@@ -227,7 +230,12 @@ class Predictor:
         bundle = load_bundle(path, device, dtype=dtype)  # a ready LLM maps its dtype's file
         if bundle.manifest.llm.kind != "int8" and dtype != torch.float32:
             log.debug("the LLM computes in %s (%s)", dtype, cpu_features_summary())
-        return cls(bundle, unsure_threshold=unsure_threshold, max_new_tokens=max_new_tokens)
+        return cls(
+            bundle,
+            unsure_threshold=unsure_threshold,
+            max_new_tokens=max_new_tokens,
+            compute_dtype=dtype,
+        )
 
     # ------------------------------------------------------------------ properties
 
@@ -735,7 +743,9 @@ class Predictor:
             encoders = self.bundle.manifest.encoders
             configs = {m: encoders[m].config for m in self.modalities}
             device = next(self.bundle.model.parameters()).device
-            self._features = FeatureSource(configs, self.media, device=device)
+            self._features = FeatureSource(
+                configs, self.media, device=device, compute_dtype=self.compute_dtype
+            )
         return self._features
 
     def _audio_rate(self) -> int:

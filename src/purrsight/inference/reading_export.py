@@ -31,6 +31,7 @@ from purrsight.inference.reading import CUE_MODALITY, save_reading
 from purrsight.inference.reading_fit import fit_blend, fit_head, fit_logistic
 from purrsight.models.reading_heads import EMOTION, HeadSpec, ReadingHeads, head_input
 from purrsight.models.typicality import Typicality
+from purrsight.precision import predict_precision
 from purrsight.report import Report
 from purrsight.vocabulary import AROUSAL_LEVELS, MEDIA_MODALITIES
 
@@ -94,7 +95,7 @@ def fit_reading(bundle_dir: Path, config: Config, data_dir: str | Path | None = 
         log.warning("reading heads not fitted: no %s and %s", *paths.values())
         return None
     samples = {s: read_manifest(p, config.labels) for s, p in paths.items()}
-    predictor = Predictor.from_bundle(bundle_dir)
+    predictor = Predictor.from_bundle(bundle_dir, precision=predict_precision(config.precision))
     modalities = [m for m in MEDIA_MODALITIES if m in predictor.modalities]
     source = FeatureSource.from_config(config, modalities)
     tables = {s: source.raw(samples[s], f"reading heads ({s})") for s in SPLITS}

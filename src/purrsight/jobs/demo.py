@@ -145,7 +145,9 @@ def _evaluate_stage(config: Config, bundle: Path) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     out = Path(config.demo.summary_path).parent / "evaluate"
-    predictor = Predictor.from_bundle(bundle)
+    from purrsight.precision import predict_precision
+
+    predictor = Predictor.from_bundle(bundle, precision=predict_precision(config.precision))
     metrics = evaluate_bundle(predictor, Path(config.data_dir) / "test.jsonl", out)
     print(headline(metrics))
     example = json.loads((out / "predictions.jsonl").read_text().splitlines()[0])

@@ -59,12 +59,18 @@ class FrozenEncoder(nn.Module):
         identity: stable string naming the encoder and a hash of its weights (a cache key).
         sample_rate: audio encoders only: the rate (Hz) the decoded waveform must have;
             0 for image and text encoders.
+        compute_dtype: what :meth:`forward` computes in: float32 (the weights' own), or
+            bfloat16 autocast where the hardware does bf16 natively (set by
+            :class:`~purrsight.features.encoders.LazyEncoders` from the one precision
+            decision; measured on an AVX512-BF16 EPYC: image 2.6x, audio 2.2x faster,
+            features at cosine >= 0.999 of fp32's).
     """
 
     modality: str = ""
     dim: int = 0
     identity: str = ""
     sample_rate: int = 0
+    compute_dtype: torch.dtype = torch.float32
 
     def train(self, mode: bool = True) -> FrozenEncoder:
         # Frozen for good: a parent LightningModule calls .train() at the start of every
@@ -102,8 +108,13 @@ class FrozenEncoder(nn.Module):
         raise NotImplementedError
 
     def forward(self, items: list) -> torch.Tensor:
-        """Raw items → features ``[b, dim]`` float32 (no gradient)."""
-        return self.encode(self.preprocess(items))
+        """Raw items → features ``[b, dim]`` float32 (no gradient), computed in
+        :attr:`compute_dtype`."""
+        batch = self.preprocess(items)
+        if self.compute_dtype == torch.float32:
+            return self.encode(batch)
+        with torch.autocast(self.device.type, dtype=self.compute_dtype):
+            return self.encode(batch).float()
 
     def extra_repr(self) -> str:
         return f"modality={self.modality!r}, dim={self.dim}, identity={self.identity!r}"
