@@ -5,6 +5,7 @@ oversized ones too; the web page driven in headless Chromium.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -18,10 +19,11 @@ import pytest
 from PIL import Image
 
 from purrsight.inference.predictor import Predictor
+from purrsight.inference.reading import CUE_MODALITY, UNCLEAR
 from purrsight.inference.server.limits import ServerLimits
 from purrsight.inference.server.run import apply_limits
 from purrsight.inference.server.worker import Busy, PredictorWorker
-from purrsight.report import Report
+from purrsight.report import Evidence, Report
 from server_fixture import ServerProcess, huge_png
 from test_inference import bundle, trained  # noqa: F401 - fixtures: the tiny trained bundle
 from video_fixture import write_test_video
@@ -52,6 +54,35 @@ def server(bundle, tmp_path_factory):  # noqa: F811
         "5",
         api_key=KEY,
     )
+    try:
+        proc.wait_ready()
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
+def cue_bundle(trained, tmp_path_factory) -> tuple[Path, Path]:  # noqa: F811
+    """(bundle, data): the tiny bundle with reading heads fitted on demo data whose reports
+    have every cue (the tiny training data's answers are plain text: no cue heads)."""
+    from purrsight.data.demo import generate_demo_dataset
+    from purrsight.inference.export import export_bundle
+    from purrsight.inference.reading_export import fit_reading
+
+    _, checkpoint, config = trained
+    root = tmp_path_factory.mktemp("cues")
+    data = root / "data"
+    generate_demo_dataset(data, n=42, seed=3, image_size=32, audio_seconds=0.5, workers=1)
+    export_bundle(checkpoint, root / "bundle")
+    info = fit_reading(root / "bundle", config, data)
+    assert info is not None and {"ears", "eyes", "tail", "posture"} <= {h.name for h in info.heads}
+    return root / "bundle", data
+
+
+@pytest.fixture(scope="module")
+def read_server(cue_bundle, tmp_path_factory):
+    """The real server (no key, default caps) on the bundle with cue heads."""
+    proc = ServerProcess(cue_bundle[0], tmp_path_factory.mktemp("read_server") / "server.log")
     try:
         proc.wait_ready()
         yield proc
@@ -114,6 +145,9 @@ def test_health_docs_and_a_self_contained_page(server) -> None:
     assert "/v1/analyze" in httpx.get(f"{server.url}/openapi.json").json()["paths"]
     page = httpx.get(f"{server.url}/").text
     assert 'id="image-input"' in page and 'id="audio-input"' in page and 'id="emotion"' in page
+    # It asks for the details, to show each cue's confidence and unclear cues as unclear.
+    assert '"v1/analyze?details=true"' in page and "body.cue_confidence" in page
+    assert 'const UNCLEAR = "unclear"' in page
     # One self-contained page: no external script, style sheet or font.
     assert "<script src" not in page and "<link" not in page and "//cdn" not in page
 
@@ -150,6 +184,44 @@ def test_report_mode_with_text_and_details(server, files) -> None:
     assert report.modalities == ["image", "text"]
     assert body["status"] in ("valid", "repaired", "invalid")
     assert sum(body["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_details_carry_each_cues_confidence_beside_the_thresholded_report(
+    read_server, cue_bundle, files
+) -> None:
+    """With cue heads, ``details=true`` gives each read cue's probability; a cue whose
+    probability is under the bundle's ``cue_threshold`` is ``unclear`` in the report, one
+    at or above it is a value; the plain answer stays exactly a report."""
+    bundle_dir, data = cue_bundle
+    manifest = json.loads((bundle_dir / "purrsight.json").read_text())
+    threshold = manifest["reading"]["cue_threshold"]
+    for mode in ("report", "labels"):
+        response = _post(read_server, {"image": files["cat.png"]}, headers={}, mode=mode)
+        assert response.status_code == 200, response.text
+        Report.model_validate(response.json())  # extra="forbid": nothing else in it
+    seen = set()
+    for photo in _test_photos(data)[:4]:
+        image = {"image": (photo.name, photo.read_bytes())}
+        url = f"{read_server.url}/v1/analyze?details=true"
+        body = httpx.post(url, files=image, timeout=120.0).json()
+        report = Report.model_validate(body["report"])
+        confidence = body["cue_confidence"]
+        # A photo alone: its four cues are read, the sound's never.
+        assert set(confidence) == {c for c, m in CUE_MODALITY.items() if m == "image"}
+        assert all(0.0 < p <= 1.0 for p in confidence.values()), confidence
+        assert report.evidence.vocalization is None
+        for cue, value in report.evidence.model_dump().items():
+            if value is None:  # not given, or dropped by the subject / range check
+                continue
+            assert (value == UNCLEAR) == (confidence[cue] < threshold), (cue, value, confidence)
+            seen.add(value == UNCLEAR)
+    assert seen == {True, False}  # both a confident cue and an unclear one were checked
+
+
+def _test_photos(data: Path) -> list[Path]:
+    """The demo test split's photos (the heads were fitted on train and val)."""
+    rows = [json.loads(line) for line in (data / "test.jsonl").read_text().splitlines()]
+    return [data / row["image"] for row in rows if row["image"]]
 
 
 def test_concurrent_requests_are_all_answered(server, files) -> None:
@@ -359,6 +431,92 @@ def test_the_page_shows_the_report_for_a_dropped_photo(server, files, tmp_path) 
         shutil.copy(shot, out / shot.name)
 
 
+def test_the_page_shows_each_cues_confidence_and_unclear_cues_as_unclear(server, files) -> None:
+    """The page renders a details answer (here a canned one, so every case is in it): a
+    cue's value with its confidence, an unclear cue as "unclear" (not its top guess), a
+    cue of an input not given as not observed, with no confidence."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"browser test needs Debian's chromium at {CHROMIUM} (CI: `make browser`)")
+    from playwright.sync_api import sync_playwright
+
+    evidence = Evidence(ears="flattened", eyes=UNCLEAR, tail="puffed", posture="crouched")
+    report = Report(emotion="fearful", arousal="high", evidence=evidence, confidence=0.7)
+    details = {
+        "report": report.model_dump(mode="json"),
+        "status": "valid",
+        # vocalization is read but dropped from the report: its confidence is not shown
+        "cue_confidence": {"ears": 0.82, "eyes": 0.31, "tail": 0.5, "vocalization": 0.9},
+    }
+    asked = []
+
+    def answer(route) -> None:
+        asked.append(route.request.url)
+        route.fulfill(status=200, content_type="application/json", body=json.dumps(details))
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            page = browser.new_page()
+            page.route("**/v1/analyze*", answer)
+            page.goto(server.url + "/")
+            page.wait_for_selector("#api-key", state="visible")  # the route answers, not the server
+            page.set_input_files("#image-input", str(files["cat.png"]))
+            page.click("#analyze")
+            page.wait_for_selector("#result", state="visible", timeout=30_000)
+            rows = {
+                row.get_attribute("data-cue"): [c.text_content().strip() for c in cells]
+                for row in page.locator("#evidence tr").all()
+                for cells in [row.locator("td").all()]
+            }
+            unclear_class = page.get_attribute(
+                '#evidence tr[data-cue="eyes"] td:nth-child(2)', "class"
+            )
+            emotion = page.text_content("#emotion")
+        finally:
+            browser.close()
+    assert asked and all(url.endswith("/v1/analyze?details=true") for url in asked)
+    assert emotion == "fearful"
+    assert rows["ears"] == ["ears", "flattened", "82% sure"]
+    assert rows["tail"] == ["tail", "puffed", "50% sure"]
+    assert rows["eyes"][1] == "unclear" and "31%" in rows["eyes"][2] and unclear_class == "unclear"
+    assert rows["posture"] == ["posture", "crouched", ""]  # no confidence given: none shown
+    assert rows["vocalization"] == ["vocalization", "not observed", ""]
+
+
+def test_the_page_shows_the_cue_confidence_of_a_bundle_with_cue_heads(
+    read_server, cue_bundle
+) -> None:
+    """End to end: each cue the server reports from a photo shows its confidence."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"browser test needs Debian's chromium at {CHROMIUM} (CI: `make browser`)")
+    from playwright.sync_api import sync_playwright
+
+    photo = _test_photos(cue_bundle[1])[0]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            page = browser.new_page()
+            page.goto(read_server.url + "/")
+            page.set_input_files("#image-input", str(photo))
+            page.click("#analyze")
+            page.wait_for_selector("#result", state="visible", timeout=60_000)
+            rows = [
+                [c.text_content().strip() for c in row.locator("td").all()]
+                for row in page.locator("#evidence tr").all()
+            ]
+        finally:
+            browser.close()
+    shown = [row for row in rows if row[1] != "not observed"]
+    assert shown, rows  # the photo is in range: its cues are kept
+    for _cue, value, confidence in shown:
+        assert confidence.endswith("% sure") if value != UNCLEAR else "best reading" in confidence
+    assert ["vocalization", "not observed", ""] in rows  # no sound given
+
+
 def test_the_page_shows_a_server_error_clearly(server, files, tmp_path) -> None:
     """Without the key the page shows the server's error message, not a blank result."""
     if not Path(CHROMIUM).exists():
@@ -372,6 +530,7 @@ def test_the_page_shows_a_server_error_clearly(server, files, tmp_path) -> None:
         try:
             page = browser.new_page()
             page.goto(server.url + "/")
+            page.wait_for_selector("#api-key", state="visible")  # the route answers, not the server
             page.set_input_files("#image-input", str(files["cat.png"]))
             page.click("#analyze")
             page.wait_for_selector("#error", state="visible", timeout=30_000)
