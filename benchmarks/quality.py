@@ -365,7 +365,13 @@ def one_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     elif not (Path(config.phase1.data_dir) / "train.jsonl").is_file():
         from purrsight.data.demo import generate_demo_dataset
 
-        generate_demo_dataset(config.phase1.data_dir, n=args.n, seed=seed, labels=config.labels)
+        generate_demo_dataset(
+            config.phase1.data_dir,
+            n=args.n,
+            seed=seed,
+            labels=config.labels,
+            n_subjects_per_label=config.demo.subjects_per_label,
+        )
     splits = load_splits(config)
     labels = list(config.labels)
     result = {

@@ -225,3 +225,22 @@ def test_a_head_is_calibrated_on_val() -> None:
         raw = F.cross_entropy(head(val[0]) * head.temperature, targets)
     assert fit["temperature"] != 1.0
     assert calibrated < raw
+
+
+def test_stack_folds_keep_each_cat_in_one_fold_and_cover_every_row() -> None:
+    """The emotion head learns from cue probabilities of heads that never saw the cat:
+    every subject's rows sit in one fold, every row in exactly one fold; samples without
+    a subject are their own; fewer subjects than folds give one fold each."""
+    from types import SimpleNamespace
+
+    from purrsight.inference.reading_export import stack_folds
+
+    cats = [f"cat-{i % 7}" for i in range(40)] + [None, None]
+    samples = [SimpleNamespace(subject_id=c) for c in cats]
+    folds = stack_folds(samples, 5)
+    assert len(folds) == 5
+    assert sorted(i for fold in folds for i in fold) == list(range(len(samples)))
+    for fold in folds:
+        others = {cats[i] for f in folds if f is not fold for i in f if cats[i]}
+        assert not others & {cats[i] for i in fold if cats[i]}
+    assert len(stack_folds(samples[:3], 5)) == 3  # three cats, three folds

@@ -359,8 +359,26 @@ def test_worker_batches_waiting_requests_and_refuses_a_full_queue(bundle, files)
     assert (worker.batches, worker.largest_batch) == (1, 3)
     alone = [predictor.predict(**r, mode="labels") for r in requests[:2]]
     for got, want in zip(results[:2], alone, strict=True):
-        assert got.report == want.report
+        assert_same_answer(got.report.model_dump(), want.report.model_dump())
     assert "not a decodable image" in str(results[2])
+
+
+def assert_same_answer(got, want, path: str = "report") -> None:
+    """Equal texts, labels and flags; probabilities within 2e-3. Where the CPU does bf16
+    natively the LLM scores in bf16, and a padded batch of two rounds its sums in another
+    order than one prompt alone: the same answer, not the same last digit."""
+    if isinstance(want, float):
+        assert got == pytest.approx(want, abs=2e-3), path
+    elif isinstance(want, dict):
+        assert set(got) == set(want), path
+        for key in want:
+            assert_same_answer(got[key], want[key], f"{path}.{key}")
+    elif isinstance(want, list):
+        assert len(got) == len(want), path
+        for i, (g, w) in enumerate(zip(got, want, strict=True)):
+            assert_same_answer(g, w, f"{path}[{i}]")
+    else:
+        assert got == want, path
 
 
 def test_worker_drops_a_job_past_its_deadline(bundle, files) -> None:  # noqa: F811

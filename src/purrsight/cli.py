@@ -44,7 +44,9 @@ def _load(args: argparse.Namespace):
 def cmd_data_demo(args: argparse.Namespace) -> int:
     from purrsight.data.demo import generate_demo_dataset, make_contact_sheet
 
-    summary = generate_demo_dataset(args.out, n=args.n, seed=args.seed)
+    summary = generate_demo_dataset(
+        args.out, n=args.n, seed=args.seed, n_subjects_per_label=args.subjects_per_label
+    )
     summary["contact_sheet"] = str(
         make_contact_sheet(args.out, Path(args.out) / "contact_sheet.png")
     )
@@ -175,6 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", default="data/demo", help="output folder (default: data/demo)")
     gen.add_argument("--n", type=int, default=420, help="number of samples (default: 420)")
     gen.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    gen.add_argument(
+        "--subjects-per-label",
+        type=int,
+        default=4,
+        help="synthetic cats per label; splits are grouped by cat (default: 4)",
+    )
     gen.set_defaults(func=cmd_data_demo)
     imp = data.add_parser("import", help="import a public cat data set (see docs/DATASETS.md)")
     imp.add_argument("kind", choices=["catmeows", "catsound", "folders"], help="source layout")

@@ -136,6 +136,9 @@ class DemoConfig(StrictModel):
     n: int = Field(default=420, ge=14)
     """Samples to generate (at least 2 per default label)."""
     seed: int = 0
+    subjects_per_label: int = Field(default=4, ge=1)
+    """Synthetic cats per label (the data set has this times the labels; splits are
+    grouped by cat, so val and test see cats that training never saw)."""
     summary_path: str = "outputs/demo/summary.json"
 
 

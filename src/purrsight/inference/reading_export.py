@@ -170,19 +170,32 @@ def _fit_heads(specs, tables, samples, dims) -> tuple[ReadingHeads, dict[str, di
 def _stacked(heads: ReadingHeads, fits, table, samples, dims, folds: int = STACK_FOLDS):
     """The emotion head's training rows: each training sample's stack input computed by
     reading heads fitted without its fold (so the emotion head learns how reliable the
-    cues are on unseen samples, not on memorised ones), for its own inputs and, for a
+    cues are on unseen cats, not on memorised ones), for its own inputs and, for a
     sample with both, as if only the image or only the audio were given (so single-input
-    requests are trained for)."""
-    order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(0))
+    requests are trained for). Folds are grouped by ``subject_id`` (:func:`stack_folds`)."""
     xs, ys = [], []
-    for k in range(folds):
-        held = sorted(order[k::folds].tolist())
+    for held in stack_folds(samples, folds):
         kept = sorted(set(range(len(samples))) - set(held))
         fold_heads = _refit(heads, fits, _subset(table, kept), [samples[i] for i in kept], dims)
         x, y = _stack_rows(fold_heads, _subset(table, held), [samples[i] for i in held])
         xs.append(x)
         ys += y
     return torch.cat(xs), ys
+
+
+def stack_folds(samples: Sequence[Sample], folds: int = STACK_FOLDS) -> list[list[int]]:
+    """Row indices of each fold, every subject (cat) in one fold only: val and test hold
+    cats that training never saw, so the cue probabilities the emotion head learns from
+    must come from heads that never saw that cat either (random folds let a head
+    recognise the cat and look more reliable than it is on a new one). Samples without a
+    ``subject_id`` are their own subject. Fewer subjects than ``folds``: one per fold."""
+    subjects = sorted({s.subject_id or f"#{i}" for i, s in enumerate(samples)})
+    order = torch.randperm(len(subjects), generator=torch.Generator().manual_seed(0)).tolist()
+    fold_of = {subjects[j]: rank % folds for rank, j in enumerate(order)}
+    rows: list[list[int]] = [[] for _ in range(min(folds, len(subjects)))]
+    for i, sample in enumerate(samples):
+        rows[fold_of[sample.subject_id or f"#{i}"]].append(i)
+    return [r for r in rows if r]
 
 
 def _refit(heads: ReadingHeads, fits, table, samples, dims) -> ReadingHeads:

@@ -36,7 +36,11 @@ def ensure_demo_data(config: Config, regenerate: bool) -> dict[str, Any]:
         print(f"demo data already in {data_dir}: {n} samples (use --regenerate to remake it)")
         return {"n": n, "out_dir": str(data_dir), "reused": True}
     summary = generate_demo_dataset(
-        data_dir, n=config.demo.n, seed=config.demo.seed, labels=config.labels
+        data_dir,
+        n=config.demo.n,
+        seed=config.demo.seed,
+        labels=config.labels,
+        n_subjects_per_label=config.demo.subjects_per_label,
     )
     summary["contact_sheet"] = str(make_contact_sheet(data_dir, data_dir / "contact_sheet.png"))
     print(json.dumps(summary, indent=2))
