@@ -206,8 +206,11 @@ def test_details_carry_each_cues_confidence_beside_the_thresholded_report(
         body = httpx.post(url, files=image, timeout=120.0).json()
         report = Report.model_validate(body["report"])
         confidence = body["cue_confidence"]
-        # A photo alone: its four cues are read, the sound's never.
-        assert set(confidence) == {c for c, m in CUE_MODALITY.items() if m == "image"}
+        # A photo alone: its four cues are read, the sound's never; a confidence for
+        # exactly the cues the report shows (none that the range check left out).
+        shown = {cue for cue, value in report.evidence.model_dump().items() if value is not None}
+        assert set(confidence) == shown
+        assert shown <= {c for c, m in CUE_MODALITY.items() if m == "image"}
         assert all(0.0 < p <= 1.0 for p in confidence.values()), confidence
         assert report.evidence.vocalization is None
         for cue, value in report.evidence.model_dump().items():

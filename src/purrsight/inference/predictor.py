@@ -521,7 +521,12 @@ class Predictor:
                 probabilities=self._as_dict(probs[i]),
             )
             prediction = Prediction(report, self._as_dict(probs[i]), status, error, texts[i])
-            prediction.cue_confidence = reads[i].cue_confidence
+            # Only the cues the report shows: one the subject / range check left out has
+            # no confidence to give.
+            shown = report.evidence.model_dump(exclude_none=True)
+            prediction.cue_confidence = {
+                cue: sure for cue, sure in reads[i].cue_confidence.items() if cue in shown
+            }
             out.append(prediction)
         return out
 
