@@ -3,6 +3,10 @@
 Prompts differ in length (which modalities are present, the instruction), so they are
 sorted by length before batching: a batch then holds prompts of nearly equal length and
 left padding wastes little compute. Results come back in the caller's order.
+
+With an :class:`~purrsight.inference.grammar.AnswerGrammar`, decoding is constrained to the
+report schema of each request (:mod:`purrsight.inference.grammar`): every answer is
+complete, valid JSON the schema accepts, with absent inputs' cues null.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from purrsight.data.instruction import (
     order_modalities,
     pad_id,
 )
+from purrsight.inference.grammar import AnswerGrammar, GrammarConstraint
 from purrsight.inference.report_parse import ParseResult, parse_report
 from purrsight.inference.scoring import with_prefix_ids
 from purrsight.models.mm_llm import MultimodalLLM
@@ -116,6 +121,7 @@ def generate_texts(
     system_prompt: str = SYSTEM_PROMPT,
     progress: str | None = None,
     prefixes: Sequence[str] | None = None,
+    grammar: AnswerGrammar | None = None,
 ) -> tuple[list[str], GenerationStats]:
     """Greedy generated text per sample (caller's order) and the timing.
 
@@ -126,12 +132,17 @@ def generate_texts(
             it has (at least one).
         instruction: one instruction for all samples, or one per sample.
         num_tokens: soft tokens per modality (the projectors' ``k``).
-        max_new_tokens: generation stops there (the text is then likely truncated).
+        max_new_tokens: generation stops there (the text is then likely truncated); with
+            a ``grammar``, raised where needed to the longest answer it allows, so no
+            answer is cut off.
         batch_size: prompts decoded together.
         progress: when given, the name of the progress lines logged as batches finish
             (:class:`~purrsight.progress.Progress`); None for a quiet call (a server's).
         prefixes: per sample, the start of the answer, given rather than generated (e.g.
             the label scoring chose); each returned text begins with it. None: no prefix.
+        grammar: when given, each answer (prefix included) is constrained to
+            ``grammar.schema`` of its sample's modalities: complete and valid by
+            construction. None: unconstrained.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -142,6 +153,7 @@ def generate_texts(
     items = [
         with_answer_prefix(item, tokenizer, a) for item, a in zip(items, answer_starts, strict=True)
     ]
+    modalities = [order_modalities(list(f)) for f in samples_features]
     # Stable sort: equal-length prompts keep their order, so results are reproducible.
     order = sorted(range(len(items)), key=lambda i: len(items[i]["input_ids"]))
     stop = _stop_ids(model, tokenizer)
@@ -154,7 +166,13 @@ def generate_texts(
         chosen = order[first : first + batch_size]
         batch = collate([items[i] for i in chosen], pad_id(tokenizer), padding_side="left")
         inputs = batch.to(device).model_inputs()
-        ids = model.generate_ids(max_new_tokens=max_new_tokens, stop_ids=stop, **inputs)
+        limit, constraint = max_new_tokens, None
+        if grammar is not None:
+            rows = [(modalities[i], answer_starts[i]) for i in chosen]
+            limit, constraint = _constrained(grammar, tokenizer, rows, stop, max_new_tokens)
+        ids = model.generate_ids(
+            max_new_tokens=limit, stop_ids=stop, constraint=constraint, **inputs
+        )
         for i, (text, count, truncated) in zip(
             chosen, _decode_rows(ids, tokenizer, stop), strict=True
         ):
@@ -166,6 +184,22 @@ def generate_texts(
             shown.update(first + len(chosen), **{"tokens/s": _rate(stats, start)})
     stats.seconds = time.perf_counter() - start
     return texts, stats
+
+
+def _constrained(
+    grammar: AnswerGrammar,
+    tokenizer: Any,
+    rows: Sequence[tuple[Sequence[str], str]],
+    stop: set[int],
+    max_new_tokens: int,
+) -> tuple[int, GrammarConstraint]:
+    """A batch's grammar constraint (rows: each one's modalities and answer start) and its
+    token limit: at least the longest rest of an answer the grammar allows (a token holds
+    at least a byte) plus the stop token."""
+    schemas = [grammar.schema(m) for m, _ in rows]
+    prefix_ids = [tokenizer(a, add_special_tokens=False)["input_ids"] if a else [] for _, a in rows]
+    longest = max(grammar.max_bytes(m) - len(a.encode()) + 1 for m, a in rows)
+    return max(max_new_tokens, longest), GrammarConstraint(tokenizer, schemas, prefix_ids, stop)
 
 
 def _rate(stats: GenerationStats, start: float) -> float:

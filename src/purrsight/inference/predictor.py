@@ -75,6 +75,7 @@ from purrsight.features.aligned import apply_head
 from purrsight.inference.bundle import LoadedBundle, load_bundle
 from purrsight.inference.errors import BundleError, InputError
 from purrsight.inference.generate import build_items, generate_texts
+from purrsight.inference.grammar import bundle_grammar
 from purrsight.inference.reading import (
     CUE_MODALITY,
     ReadOut,
@@ -211,6 +212,8 @@ class Predictor:
         self._features: FeatureSource | None = None  # built on first use: _feature_source()
         self.reading = load_reading(bundle.path, manifest.reading)
         """Reading heads + emotion blend (None: an older bundle; the LLM alone reads)."""
+        self.grammar = bundle_grammar(self.labels, self.answer_fields, self.reading)
+        """What the LLM may write (generation is constrained to it: valid by construction)."""
 
     @classmethod
     def from_bundle(
@@ -474,6 +477,7 @@ class Predictor:
                 system_prompt=self.system_prompt,
                 progress=progress,
                 prefixes=starts,
+                grammar=self.grammar,
             )
         out = []
         for i, (p, text) in enumerate(zip(prepared, texts, strict=True)):
@@ -559,6 +563,7 @@ class Predictor:
                 system_prompt=self.system_prompt,
                 progress=progress,
                 prefixes=prefixes,
+                grammar=self.grammar,
             )
         return list(texts)
 

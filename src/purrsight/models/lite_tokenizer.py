@@ -91,6 +91,12 @@ class LiteTokenizer:
     def __len__(self) -> int:
         return int(self._tok.get_vocab_size(with_added_tokens=True))
 
+    @property
+    def backend_tokenizer(self) -> Any:
+        """The ``tokenizers.Tokenizer`` inside (as a transformers fast tokenizer names it;
+        constrained decoding builds its token table from it)."""
+        return self._tok
+
     def _id(self, token: str | None) -> int | None:
         return None if token is None else self._tok.token_to_id(token)
 

@@ -18,7 +18,7 @@ import inspect
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -31,6 +31,17 @@ from purrsight.models.weights import load_weights
 from purrsight.vocabulary import MODALITIES
 
 DEFAULT_TARGET_MODULES = ("q_proj", "v_proj", "k_proj", "o_proj")
+
+
+class TokenConstraint(Protocol):
+    """What :meth:`MultimodalLLM.generate_ids` asks at each step of a constrained decoding
+    (e.g. :class:`purrsight.inference.grammar.GrammarConstraint`)."""
+
+    def pick(self, logits: torch.Tensor) -> torch.Tensor:
+        """[b, v] next-token logits → [b] the best token each row is allowed."""
+
+    def advance(self, tokens: torch.Tensor) -> None:
+        """[b] the tokens chosen (a finished row repeats its stop token)."""
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -334,6 +345,7 @@ class MultimodalLLM(nn.Module):
         max_new_tokens: int = 256,
         stop_ids: set[int] | None = None,
         labels: torch.Tensor | None = None,
+        constraint: TokenConstraint | None = None,
     ) -> torch.Tensor:
         """Greedy decoding with a KV cache for a left-padded batch of prompts.
 
@@ -344,6 +356,8 @@ class MultimodalLLM(nn.Module):
             max_new_tokens: upper bound on n.
             stop_ids: tokens that end a row (default :meth:`stop_token_ids`).
             labels: ignored (accepted so a collated batch's inputs can be passed whole).
+            constraint: when given, each step takes the best token it allows (its
+                ``pick``) and tells it the tokens taken (``advance``).
         Returns:
             [b, n] long: generated ids; a row's stop token is included, and after it the
             row repeats that token (as padding).
@@ -372,9 +386,12 @@ class MultimodalLLM(nn.Module):
             done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
             generated: list[torch.Tensor] = []
             for _ in range(max_new_tokens):
-                token = out.logits[:, -1].argmax(-1)  # [b]
+                logits = out.logits[:, -1]  # [b, v]
+                token = logits.argmax(-1) if constraint is None else constraint.pick(logits)
                 if generated:  # a finished row repeats its stop token (a valid id) as padding
                     token = torch.where(done, generated[-1], token)
+                if constraint is not None:
+                    constraint.advance(token)
                 generated.append(token)
                 done |= torch.isin(token, stop_tensor)
                 if bool(done.all()):
