@@ -408,6 +408,27 @@ def test_evaluate_writes_metrics_report_and_figures(trained, predictor, tmp_path
         assert len(last) == 1 and re.search(r"\(100 %\): .* s/\w+, ETA 0 s$", last[0]), lines
 
 
+def test_evaluate_scores_each_sample_once_for_labels_and_reports(
+    trained, predictor, tmp_path, monkeypatch
+) -> None:
+    """The report pass reuses the labels pass's LLM scores of the same prepared sample
+    (the demo's evaluation paid for label scoring twice)."""
+    import purrsight.inference.predictor as predictor_module
+
+    scored = []
+    real = predictor_module.score_options
+
+    def counting(model, tokenizer, items, *args, **kwargs):
+        scored.append(len(items))
+        return real(model, tokenizer, items, *args, **kwargs)
+
+    monkeypatch.setattr(predictor_module, "score_options", counting)
+    _, _, config = trained
+    metrics = evaluate_bundle(predictor, Path(config.data_dir) / "train.jsonl", tmp_path)
+    assert metrics["label_scoring"]["n"] == metrics["report"]["n"] == 9
+    assert sum(scored) == 9
+
+
 def test_evaluate_with_no_generation_scores_labels_only(trained, predictor, tmp_path) -> None:
     from purrsight.inference.evaluate import summary_for_demo
 

@@ -140,6 +140,9 @@ class Prepared:
     cat_probability: tuple[float, float] | None = None
     """(domestic cat, big cat) probability of the photo by the image encoder's own
     ImageNet classifier, where it has one (the subject check)."""
+    label_scores: torch.Tensor | None = None
+    """[L] the LLM's label scores once computed: a second pass over the same request
+    (``evaluate`` asks for labels, then the report) does not score it again."""
 
 
 @dataclass
@@ -426,18 +429,20 @@ class Predictor:
         """[b, L] the LLM's log-likelihood of each label where an answer starts (its
         emotion), every label in one pass under a tree mask."""
         options = [f'{label}","' for label in self.labels]
-        items = self._items(prepared)
-        shown = Progress(progress, len(items), log, unit="sample") if progress else None
-        chunks = []
+        todo = [p for p in prepared if p.label_scores is None]
+        items = self._items(todo)
+        shown = Progress(progress, len(items), log, unit="sample") if progress and todo else None
         for start in range(0, len(items), SCORE_BATCH):
             chunk = items[start : start + SCORE_BATCH]
             prefixes = [ANSWER_START] * len(chunk)
-            chunks.append(
-                score_options(self.bundle.model, self.bundle.tokenizer, chunk, prefixes, options)
+            scores = score_options(
+                self.bundle.model, self.bundle.tokenizer, chunk, prefixes, options
             )
+            for p, row in zip(todo[start : start + SCORE_BATCH], scores.float(), strict=True):
+                p.label_scores = row
             if shown is not None:
                 shown.update(start + len(chunk))
-        return torch.cat(chunks).float()
+        return torch.stack([p.label_scores for p in prepared])
 
     # ------------------------------------------------------------------ internals
 
