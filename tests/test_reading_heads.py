@@ -142,22 +142,6 @@ def test_the_blend_weighs_the_scorer_that_knows() -> None:
     assert info["val_nll"] <= info["val_nll_llm_only"]
 
 
-def test_a_blend_with_a_calibrated_head_keeps_its_scale_and_weighs_the_llm_in() -> None:
-    """head_weight fixed (the head's temperature fitted on more than val): b stays
-    exactly there, a is fitted: ~0 for a scorer of noise, > 0 for one that knows."""
-    rng = np.random.default_rng(1)
-    targets = rng.integers(0, 3, 300)
-    knowing = torch.tensor(np.eye(3)[targets] * 2 + rng.normal(0, 1.0, (300, 3)))
-    noise = torch.tensor(rng.normal(0, 1, (300, 3)))
-    also_knowing = torch.tensor(np.eye(3)[targets] * 2 + rng.normal(0, 1.0, (300, 3)))
-    for llm, wants_weight in ((noise, False), (also_knowing, True)):
-        blend, info = fit_blend(llm, knowing, targets.tolist(), head_weight=1.0)
-        llm_weight, head_weight = blend.weights.tolist()
-        assert head_weight == pytest.approx(1.0, abs=1e-12)
-        assert (llm_weight > 0.1) == wants_weight, llm_weight
-        assert info["val_nll"] <= info["val_nll_head_only"] + 1e-9
-
-
 def test_heads_survive_the_bundle_round_trip(fitted, tmp_path: Path) -> None:
     heads, fits, _, tables = fitted
     info = save_reading(tmp_path, heads, EmotionBlend(0.5, 2.0), fits, {"val_nll": 0.1}, "d")

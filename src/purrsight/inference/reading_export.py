@@ -26,7 +26,6 @@ from purrsight.features.aligned import apply_head
 from purrsight.features.raw import FeatureTable
 from purrsight.inference.bundle_manifest import ReadingInfo, write_manifest
 from purrsight.inference.bundle_manifest import read_manifest as read_bundle
-from purrsight.inference.calibration import fit_temperature
 from purrsight.inference.predictor import Predictor, Prepared
 from purrsight.inference.reading import CUE_MODALITY, save_reading
 from purrsight.inference.reading_fit import fit_blend, fit_head, fit_logistic
@@ -151,8 +150,7 @@ def fit_typicality(tables: dict[str, FeatureTable], dims: dict[str, int]) -> Typ
 
 def _fit_heads(specs, tables, samples, dims) -> tuple[ReadingHeads, dict[str, dict]]:
     """The cue and arousal heads on train (L2 and temperature from val), then the emotion
-    head on their out-of-fold probabilities (:func:`_stacked`), its temperature fitted on
-    val and the training rows' out-of-fold logits together (:func:`_pooled_temperature`)."""
+    head on their out-of-fold probabilities (:func:`_stacked`)."""
     heads = ReadingHeads(specs, dims)
     fits = {}
     for spec in specs:
@@ -163,35 +161,10 @@ def _fit_heads(specs, tables, samples, dims) -> tuple[ReadingHeads, dict[str, di
         head, fits[spec.name] = fit_head(spec, train, val)
         heads.heads[spec.name] = head
     emotion = heads.specs[EMOTION]
-    *train, groups = _stacked(heads, fits, tables["train"], samples["train"], dims)
+    train = _stacked(heads, fits, tables["train"], samples["train"], dims)
     val = _stack_rows(heads, tables["val"], samples["val"], own_only=True)
-    heads.heads[EMOTION], fits[EMOTION] = fit_head(emotion, tuple(train), val)
-    _pooled_temperature(heads.heads[EMOTION], fits[EMOTION], emotion, tuple(train), groups, val)
+    heads.heads[EMOTION], fits[EMOTION] = fit_head(emotion, train, val)
     return heads.eval(), fits
-
-
-def _pooled_temperature(head, fit: dict, spec: HeadSpec, train, groups, val) -> None:
-    """Refit the emotion head's temperature on val together with out-of-fold logits of
-    the training rows (each fold's cats held out, every view: both inputs, image only,
-    sound only). Val alone holds a few cats; a temperature fitted on them carried their
-    difficulty to the test cats (seed 0 of the yardstick: under-confident by 0.09). The
-    head's weights are unchanged; ``fit`` records both temperatures."""
-    x, y = train[0].float(), torch.tensor([spec.classes.index(c) for c in train[1]])
-    oof = torch.zeros(len(y), len(spec.classes))
-    for fold in sorted(set(groups)):
-        held = torch.tensor([g == fold for g in groups])
-        fold_head = fit_logistic(x[~held], y[~held], len(spec.classes), fit["l2"])
-        with torch.no_grad():
-            oof[held] = fold_head(x[held])
-    known = [i for i, c in enumerate(val[1]) if c in spec.classes]
-    with torch.no_grad():
-        val_logits = head(val[0].float()[known]) * head.temperature
-    logits = torch.cat([oof, val_logits]).numpy()
-    targets = y.tolist() + [spec.classes.index(val[1][i]) for i in known]
-    fit["temperature_val_only"] = fit["temperature"]
-    temperature = fit_temperature(logits, targets)
-    head.temperature.fill_(temperature)
-    fit["temperature"] = round(temperature, 4)
 
 
 def _stacked(heads: ReadingHeads, fits, table, samples, dims, folds: int = STACK_FOLDS):
@@ -199,17 +172,15 @@ def _stacked(heads: ReadingHeads, fits, table, samples, dims, folds: int = STACK
     reading heads fitted without its fold (so the emotion head learns how reliable the
     cues are on unseen cats, not on memorised ones), for its own inputs and, for a
     sample with both, as if only the image or only the audio were given (so single-input
-    requests are trained for). Folds are grouped by ``subject_id`` (:func:`stack_folds`).
-    Returns (x [k, D], labels, the fold of each row)."""
-    xs, ys, groups = [], [], []
-    for k, held in enumerate(stack_folds(samples, folds)):
+    requests are trained for). Folds are grouped by ``subject_id`` (:func:`stack_folds`)."""
+    xs, ys = [], []
+    for held in stack_folds(samples, folds):
         kept = sorted(set(range(len(samples))) - set(held))
         fold_heads = _refit(heads, fits, _subset(table, kept), [samples[i] for i in kept], dims)
         x, y = _stack_rows(fold_heads, _subset(table, held), [samples[i] for i in held])
         xs.append(x)
         ys += y
-        groups += [k] * len(y)
-    return torch.cat(xs), ys, groups
+    return torch.cat(xs), ys
 
 
 def stack_folds(samples: Sequence[Sample], folds: int = STACK_FOLDS) -> list[list[int]]:
@@ -294,8 +265,7 @@ def _fit_blend(predictor: Predictor, heads: ReadingHeads, table, samples, labels
         llm = predictor.label_scores(prepared, progress="reading heads: LLM scores (val)")
     head = heads.logits("emotion", table.features, table.present).detach()
     targets = [list(labels).index(s.label) for s in samples]
-    # The head's scale stays the pooled temperature's; val weighs the LLM in.
-    blend, info = fit_blend(llm, head, targets, head_weight=1.0)
+    blend, info = fit_blend(llm, head, targets)
     return blend, info, blend(llm, head)
 
 

@@ -104,21 +104,15 @@ def _macro_f1(truth: Sequence[str], predicted: Sequence[str], classes: list[str]
 
 
 def fit_blend(
-    llm_scores: torch.Tensor,
-    head_logits: torch.Tensor,
-    targets: Sequence[int],
-    head_weight: float | None = None,
+    llm_scores: torch.Tensor, head_logits: torch.Tensor, targets: Sequence[int]
 ) -> tuple[EmotionBlend, dict]:
     """Weights ``a``, ``b`` >= 0 of softmax(a * llm + b * head) with the least NLL of
     ``targets`` on the validation split (L-BFGS from a = 1, b = 1, on log a and log b).
-    ``llm_scores``, ``head_logits``: [n, L]. ``head_weight``: keep ``b`` at this (the
-    head calibrated already, on more than val) and fit ``a`` alone. Returns the blend
-    and the val NLL of the blend, the temperature-scaled LLM and the head alone."""
+    ``llm_scores``, ``head_logits``: [n, L]. Returns the blend and the val NLL of the
+    blend, the temperature-scaled LLM and the head alone."""
     y = torch.tensor(list(targets))
     llm, head = llm_scores.double(), head_logits.double()
     log_w = torch.zeros(2, dtype=torch.float64, requires_grad=True)
-    if head_weight is not None:
-        log_w.data[1] = float(np.log(head_weight))
     optimizer = torch.optim.LBFGS([log_w], lr=0.5, max_iter=200, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
@@ -126,8 +120,6 @@ def fit_blend(
         w = log_w.exp()
         loss = F.cross_entropy(w[0] * llm + w[1] * head, y)
         loss.backward()
-        if head_weight is not None:
-            log_w.grad[1] = 0.0  # b stays where the caller put it
         return loss
 
     optimizer.step(closure)
