@@ -254,6 +254,19 @@ def test_own_cpu_time_is_not_counted_as_busy() -> None:
     assert torch_.count == 2
 
 
+def test_own_time_includes_children_that_ended(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stage run in a child process (the demo's Phase 1) is this process's own work:
+    once the child is reaped its CPU time counts as own, not as a busy neighbour's."""
+    import os
+
+    import purrsight.threads as threads_module
+
+    times = os.times_result((3.0, 1.0, 40.0, 2.0, 0.0))
+    monkeypatch.setattr(threads_module.os, "times", lambda: times)
+    sample = threads_module.read_sample(threads_module.allowed_cores())
+    assert sample.own_s == pytest.approx(46.0)
+
+
 def test_poll_reads_proc_stat_only_when_due() -> None:
     machine, torch_ = FakeMachine(2), FakeTorch(2)
     reads = []
