@@ -424,8 +424,9 @@ def test_evaluate_scores_each_sample_once_for_labels_and_reports(
 
     monkeypatch.setattr(predictor_module, "score_options", counting)
     _, _, config = trained
-    metrics = evaluate_bundle(predictor, Path(config.data_dir) / "train.jsonl", tmp_path)
-    assert metrics["label_scoring"]["n"] == metrics["report"]["n"] == 9
+    data = Path(config.data_dir) / "train.jsonl"
+    metrics = evaluate_bundle(predictor, data, tmp_path, max_generate=1)
+    assert metrics["label_scoring"]["n"] == 9 and metrics["report"]["n"] == 3
     assert sum(scored) == 9
 
 
