@@ -10,8 +10,11 @@ import os
 import shutil
 import socket
 import wave
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -404,44 +407,52 @@ def test_limits_are_validated() -> None:
 
 # ----------------------------------------------------------------------------- the page
 
+BROWSER_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@contextmanager
+def browser_page(**options) -> Iterator[Any]:
+    """A page of Debian's chromium driven by playwright, closed after the block; the test
+    is skipped where chromium is not installed (CI installs it: `make browser`)."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"browser test needs Debian's chromium at {CHROMIUM} (CI: `make browser`)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        try:
+            yield browser.new_page(**options)
+        finally:
+            browser.close()
+
 
 @pytest.mark.skipif(
     not Path(CHROMIUM).exists(),
     reason=f"browser test needs Debian's chromium at {CHROMIUM} (CI: `make browser`)",
 )
 def test_the_page_shows_the_report_for_a_dropped_photo(server, files, tmp_path) -> None:
-    from playwright.sync_api import sync_playwright
-
     shot = tmp_path / "serve_page.png"
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        try:
-            page = browser.new_page(viewport={"width": 1100, "height": 900})
-            page.goto(server.url + "/")
-            page.wait_for_selector("#api-key", state="visible")  # healthz: a key is required
-            page.fill("#api-key", KEY)
-            page.set_input_files("#image-input", str(files["cat.jpg"]))
-            page.set_input_files("#audio-input", str(files["meow.wav"]))
-            page.select_option("#mode", "report")
-            page.click("#analyze")
-            page.wait_for_selector("#result", state="visible", timeout=120_000)
-            emotion = page.text_content("#emotion").strip().replace(" ", "_")
-            width = page.eval_on_selector("#confidence-bar", "e => e.style.width")
-            evidence_rows = page.locator("#evidence tr").count()
-            advice = page.inner_text("#advice").strip()
-            page.screenshot(path=str(shot), full_page=True)
-        finally:
-            browser.close()
+    with browser_page(viewport={"width": 1100, "height": 900}) as page:
+        page.goto(server.url + "/")
+        page.wait_for_selector("#api-key", state="visible")  # healthz: a key is required
+        page.fill("#api-key", KEY)
+        page.set_input_files("#image-input", str(files["cat.jpg"]))
+        page.set_input_files("#audio-input", str(files["meow.wav"]))
+        page.select_option("#mode", "report")
+        page.click("#analyze")
+        page.wait_for_selector("#result", state="visible", timeout=120_000)
+        emotion = page.text_content("#emotion").strip().replace(" ", "_")
+        width = page.eval_on_selector("#confidence-bar", "e => e.style.width")
+        evidence_rows = page.locator("#evidence tr").count()
+        advice = page.inner_text("#advice").strip()
+        page.screenshot(path=str(shot), full_page=True)
     health = httpx.get(f"{server.url}/healthz").json()
     assert emotion in [*health["labels"], "unsure"]
     assert width.endswith("%") and evidence_rows == 5 and advice
@@ -456,9 +467,6 @@ def test_the_page_shows_each_cues_confidence_and_unclear_cues_as_unclear(server,
     """The page renders a details answer (here a canned one, so every case is in it): a
     cue's value with its confidence, an unclear cue as "unclear" (not its top guess), a
     cue of an input not given as not observed, with no confidence."""
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"browser test needs Debian's chromium at {CHROMIUM} (CI: `make browser`)")
-    from playwright.sync_api import sync_playwright
 
     evidence = Evidence(ears="flattened", eyes=UNCLEAR, tail="puffed", posture="crouched")
     report = Report(emotion="fearful", arousal="high", evidence=evidence, confidence=0.7)
@@ -474,29 +482,20 @@ def test_the_page_shows_each_cues_confidence_and_unclear_cues_as_unclear(server,
         asked.append(route.request.url)
         route.fulfill(status=200, content_type="application/json", body=json.dumps(details))
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
-        )
-        try:
-            page = browser.new_page()
-            page.route("**/v1/analyze*", answer)
-            page.goto(server.url + "/")
-            page.wait_for_selector("#api-key", state="visible")  # the route answers, not the server
-            page.set_input_files("#image-input", str(files["cat.png"]))
-            page.click("#analyze")
-            page.wait_for_selector("#result", state="visible", timeout=30_000)
-            rows = {
-                row.get_attribute("data-cue"): [c.text_content().strip() for c in cells]
-                for row in page.locator("#evidence tr").all()
-                for cells in [row.locator("td").all()]
-            }
-            unclear_class = page.get_attribute(
-                '#evidence tr[data-cue="eyes"] td:nth-child(2)', "class"
-            )
-            emotion = page.text_content("#emotion")
-        finally:
-            browser.close()
+    with browser_page() as page:
+        page.route("**/v1/analyze*", answer)
+        page.goto(server.url + "/")
+        page.wait_for_selector("#api-key", state="visible")  # the route answers, not the server
+        page.set_input_files("#image-input", str(files["cat.png"]))
+        page.click("#analyze")
+        page.wait_for_selector("#result", state="visible", timeout=30_000)
+        rows = {
+            row.get_attribute("data-cue"): [c.text_content().strip() for c in cells]
+            for row in page.locator("#evidence tr").all()
+            for cells in [row.locator("td").all()]
+        }
+        unclear_class = page.get_attribute('#evidence tr[data-cue="eyes"] td:nth-child(2)', "class")
+        emotion = page.text_content("#emotion")
     assert asked and all(url.endswith("/v1/analyze?details=true") for url in asked)
     assert emotion == "fearful"
     assert rows["ears"] == ["ears", "flattened", "82% sure"]
@@ -510,27 +509,17 @@ def test_the_page_shows_the_cue_confidence_of_a_bundle_with_cue_heads(
     read_server, cue_bundle
 ) -> None:
     """End to end: each cue the server reports from a photo shows its confidence."""
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"browser test needs Debian's chromium at {CHROMIUM} (CI: `make browser`)")
-    from playwright.sync_api import sync_playwright
 
     photo = _test_photos(cue_bundle[1])[0]
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
-        )
-        try:
-            page = browser.new_page()
-            page.goto(read_server.url + "/")
-            page.set_input_files("#image-input", str(photo))
-            page.click("#analyze")
-            page.wait_for_selector("#result", state="visible", timeout=60_000)
-            rows = [
-                [c.text_content().strip() for c in row.locator("td").all()]
-                for row in page.locator("#evidence tr").all()
-            ]
-        finally:
-            browser.close()
+    with browser_page() as page:
+        page.goto(read_server.url + "/")
+        page.set_input_files("#image-input", str(photo))
+        page.click("#analyze")
+        page.wait_for_selector("#result", state="visible", timeout=60_000)
+        rows = [
+            [c.text_content().strip() for c in row.locator("td").all()]
+            for row in page.locator("#evidence tr").all()
+        ]
     shown = [row for row in rows if row[1] != "not observed"]
     assert shown, rows  # the photo is in range: its cues are kept
     for _cue, value, confidence in shown:
@@ -540,24 +529,14 @@ def test_the_page_shows_the_cue_confidence_of_a_bundle_with_cue_heads(
 
 def test_the_page_shows_a_server_error_clearly(server, files, tmp_path) -> None:
     """Without the key the page shows the server's error message, not a blank result."""
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"browser test needs Debian's chromium at {CHROMIUM} (CI: `make browser`)")
-    from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
-        )
-        try:
-            page = browser.new_page()
-            page.goto(server.url + "/")
-            page.wait_for_selector("#api-key", state="visible")  # the route answers, not the server
-            page.set_input_files("#image-input", str(files["cat.png"]))
-            page.click("#analyze")
-            page.wait_for_selector("#error", state="visible", timeout=30_000)
-            message = page.inner_text("#error")
-        finally:
-            browser.close()
+    with browser_page() as page:
+        page.goto(server.url + "/")
+        page.wait_for_selector("#api-key", state="visible")  # the route answers, not the server
+        page.set_input_files("#image-input", str(files["cat.png"]))
+        page.click("#analyze")
+        page.wait_for_selector("#error", state="visible", timeout=30_000)
+        message = page.inner_text("#error")
     assert "API key" in message
 
 
