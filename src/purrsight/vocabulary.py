@@ -7,6 +7,8 @@ config and the web server all read it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 # ----------------------------------------------------------------------------- modalities
 
 MODALITIES: tuple[str, ...] = ("image", "audio", "text")
@@ -21,6 +23,12 @@ MEDIA_FIELDS: tuple[str, ...] = (*MEDIA_MODALITIES, VIDEO)
 """The media files a sample (JSONL) or a request (predict, the server) may give."""
 INPUTS: tuple[str, ...] = (*MEDIA_FIELDS, TEXT)
 """What a request may give, and what a report lists as its ``modalities``."""
+
+
+def given_inputs(modalities: Iterable[str]) -> set[str]:
+    """The perceived inputs of a request: a video gives an image and a sound."""
+    given = set(modalities)
+    return given | ({IMAGE, AUDIO} if VIDEO in given else set())
 
 
 # ----------------------------------------------------------------------------- labels

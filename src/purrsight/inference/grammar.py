@@ -33,7 +33,7 @@ import torch
 
 from purrsight.inference.reading import CUE_MODALITY
 from purrsight.report import ANSWER_FIELDS, READING_FIELDS
-from purrsight.vocabulary import AROUSAL_LEVELS, AUDIO, IMAGE, VIDEO
+from purrsight.vocabulary import AROUSAL_LEVELS, given_inputs
 
 PACKAGE = "llguidance"
 """The constrained-decoding library (a base dependency: requirements/base.txt)."""
@@ -65,12 +65,6 @@ def _llguidance() -> Any:
             f"(pip install {PACKAGE}; pinned in requirements/base.txt): {err}"
         ) from None
     return llguidance
-
-
-def given_inputs(modalities: Iterable[str]) -> set[str]:
-    """The perceived inputs of a request: a video gives an image and a sound."""
-    given = set(modalities)
-    return given | ({IMAGE, AUDIO} if VIDEO in given else set())
 
 
 def _enum(values: Sequence[Any]) -> dict[str, Any]:

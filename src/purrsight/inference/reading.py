@@ -25,6 +25,7 @@ from purrsight.inference.errors import BundleError
 from purrsight.models.reading_heads import EmotionBlend, ReadingHeads
 from purrsight.models.typicality import Typicality
 from purrsight.report import Evidence
+from purrsight.vocabulary import given_inputs
 
 UNCLEAR = "unclear"
 TYPICALITY_FILE = "typicality.safetensors"
@@ -196,7 +197,7 @@ CUE_WORDS = {
 def absent_cue_words(text: str, given: Sequence[str]) -> list[str]:
     """The cue words in ``text`` that need an input not ``given`` (``image`` also counts
     as given for a video, ``audio`` too)."""
-    seen = set(given) | ({"image", "audio"} if "video" in given else set())
+    seen = given_inputs(given)
     lowered = text.lower().replace("purr-sight", "")  # the product's name is no cue
     return [
         word
