@@ -348,7 +348,7 @@ def test_bf16_encoders_are_their_own_key_and_close_to_fp32(tmp_path, data_dir, e
 )
 def test_encoders_compute_in_the_precision_decision(monkeypatch, precision, native, want):
     import purrsight.precision as precision_module
-    from purrsight.features.source import encoder_dtype
+    from purrsight.precision import encoder_dtype
 
     monkeypatch.setattr(precision_module, "cpu_has_native_bf16", lambda: native)
     assert encoder_dtype(precision) == want

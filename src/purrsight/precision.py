@@ -141,6 +141,16 @@ def inference_dtype(requested: str, device_type: str) -> torch.dtype:
     return torch.bfloat16 if requested == "auto" and native else torch.float32
 
 
+def encoder_dtype(precision: str, device_type: str = "cpu") -> torch.dtype:
+    """What the frozen encoders compute in on ``device_type`` (a source without a device
+    runs them on the CPU) for a config's ``precision``: ``auto`` gives bf16 where that
+    device does bf16 natively (the one decision of :mod:`purrsight.precision`), an
+    explicit ``bf16-mixed`` bf16, anything else float32 (``16-mixed`` is for CUDA's LLM)."""
+    if precision == "auto":
+        return inference_dtype("auto", device_type)
+    return torch.bfloat16 if precision == "bf16-mixed" else torch.float32
+
+
 def predict_precision(config_precision: str) -> str:
     """The ``Predictor.from_bundle`` precision of a job whose config says
     ``config_precision`` (export's reading heads, the demo's evaluation): ``32`` where

@@ -31,6 +31,7 @@ from purrsight.features.cache import FeatureCache
 from purrsight.features.encoders import LazyEncoders
 from purrsight.features.keys import content_key, namespace, tensor_digest, text_key
 from purrsight.features.raw import FeatureTable, encode_samples
+from purrsight.precision import encoder_dtype
 
 if TYPE_CHECKING:
     from purrsight.models.aligner import Aligner
@@ -272,18 +273,6 @@ class FeatureSource:
             return apply_head(head, raw)
 
         return self.cache.fill(ns, keys, compute, lambda: aligner.embed_dim)
-
-
-def encoder_dtype(precision: str, device_type: str = "cpu") -> torch.dtype:
-    """What the frozen encoders compute in on ``device_type`` (a source without a device
-    runs them on the CPU) for a config's ``precision``: ``auto`` gives bf16 where that
-    device does bf16 natively (the one decision of :mod:`purrsight.precision`), an
-    explicit ``bf16-mixed`` bf16, anything else float32 (``16-mixed`` is for CUDA's LLM)."""
-    from purrsight.precision import inference_dtype
-
-    if precision == "auto":
-        return inference_dtype("auto", device_type)
-    return torch.bfloat16 if precision == "bf16-mixed" else torch.float32
 
 
 def _table(
