@@ -40,6 +40,11 @@ from purrsight.config import EncoderConfig
 from purrsight.hashing import file_sha256
 from purrsight.models.audio_features import SAMPLE_RATE as AISFX_SAMPLE_RATE
 from purrsight.models.audio_features import AisfxFrontEnd
+from purrsight.models.frozen_convs import (
+    channels_last,
+    fold_batch_norms,
+    symmetric_padding_into_convs,
+)
 from purrsight.models.weights import load_weights
 from purrsight.vocabulary import AUDIO, IMAGE, MODALITIES, TEXT
 
@@ -135,6 +140,19 @@ def resize_center_crop(image: Image.Image, size: int) -> Image.Image:
     return image.crop((left, top, left + size, top + size))
 
 
+def _speed_up_efficientnet(model: nn.Module) -> None:
+    """BatchNorms folded, symmetric padding into the convolutions, channels-last weights
+    (:mod:`purrsight.models.frozen_convs`): 1.7x faster on CPU, the same features."""
+    pairs = [(model, "_conv_stem", "_bn0"), (model, "_conv_head", "_bn1")]
+    for block in model._blocks:
+        if block._block_args.expand_ratio != 1:
+            pairs.append((block, "_expand_conv", "_bn0"))
+        pairs += [(block, "_depthwise_conv", "_bn1"), (block, "_project_conv", "_bn2")]
+    fold_batch_norms(pairs)
+    symmetric_padding_into_convs(model)
+    channels_last(model)
+
+
 class EfficientNetLite0Encoder(FrozenEncoder):
     """EfficientNet-Lite0 (ImageNet-1k): global-average-pooled last conv features, 1280-d."""
 
@@ -158,6 +176,8 @@ class EfficientNetLite0Encoder(FrozenEncoder):
         _load_state_strict(self.model, state, f"{key}.path", weights_path)
         self.identity = identity
         self.freeze()
+        _speed_up_efficientnet(self.model)
+        self.freeze()  # the folded convolutions are new parameters
 
     def preprocess(self, items: list) -> torch.Tensor:
         """PIL images → ``[b, 3, 224, 224]`` float32 scaled as ``(pixel - 127) / 128``."""
@@ -172,13 +192,15 @@ class EfficientNetLite0Encoder(FrozenEncoder):
     @torch.no_grad()
     def encode(self, batch: torch.Tensor) -> torch.Tensor:
         """``[b, 3, 224, 224]`` → ``[b, 1280]``: last conv block, mean over the 7×7 grid."""
-        fmap = self.model.extract_features(batch.to(self.device, self.dtype))  # [b, 1280, 7, 7]
+        pixels = batch.to(self.device, self.dtype, memory_format=torch.channels_last)
+        fmap = self.model.extract_features(pixels)  # [b, 1280, 7, 7]
         return fmap.mean(dim=(2, 3)).float()
 
     @torch.no_grad()
     def classify(self, batch: torch.Tensor) -> torch.Tensor:
         """``[b, 3, 224, 224]`` → ImageNet-1k logits ``[b, 1000]`` (for checks, not training)."""
-        return self.model(batch.to(self.device, self.dtype)).float()
+        pixels = batch.to(self.device, self.dtype, memory_format=torch.channels_last)
+        return self.model(pixels).float()
 
     @torch.no_grad()
     def class_logits(self, features: torch.Tensor) -> torch.Tensor:
@@ -249,6 +271,10 @@ class AisfxEncoder(FrozenEncoder):
         self.front_end = AisfxFrontEnd()
         self.identity = identity
         self.freeze()
+        blocks = [getattr(self.model, f"conv_block{i}") for i in range(1, 5)]
+        fold_batch_norms((b, f"conv{j}", f"bn{j}") for b in blocks for j in (1, 2))
+        channels_last(self.model)
+        self.freeze()  # the folded convolutions are new parameters
 
     def preprocess(self, items: list) -> dict[str, torch.Tensor]:
         """Mono float32 waveforms at 44.1 kHz → ``{"blocks": [n_blocks, 100, 96],
