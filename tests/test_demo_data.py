@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFilter
 
 from purrsight.data.demo import (
     SOUND_KINDS,
     SPLITS,
+    _max_filter,
     draw_cat,
     generate_demo_dataset,
     make_contact_sheet,
@@ -242,3 +243,18 @@ def test_contact_sheet_is_written(demo70, tmp_path):
     png = make_contact_sheet(out, tmp_path / "look" / "sheet.png", max_items=9)
     with Image.open(png) as im:
         assert im.width == 3 * 160 and im.height > 3 * 160
+
+
+@pytest.mark.parametrize("size", [3, 5, 7])
+def test_outline_max_filter_equals_pils(size):
+    """The numpy max filter that draws the cats' outline gives PIL's MaxFilter exactly,
+    edges included."""
+    rng = np.random.default_rng(size)
+    mask = Image.new("L", (97, 61), 0)
+    draw = ImageDraw.Draw(mask)
+    for _ in range(6):
+        x, y = (int(v) for v in rng.integers(-10, 90, 2))
+        draw.ellipse((x, y, x + int(rng.integers(2, 40)), y + int(rng.integers(2, 40))), fill=255)
+    mask.putpixel((0, 0), 128)  # a corner pixel: edge handling must match too
+    expected = np.asarray(mask.filter(ImageFilter.MaxFilter(size)))
+    np.testing.assert_array_equal(np.asarray(_max_filter(mask, size)), expected)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from PIL import Image, ImageDraw, ImageFont
 
 from purrsight.report import Report
 from purrsight.vocabulary import (
@@ -699,6 +699,22 @@ def _fur_layer(size: tuple[int, int], cat: CatAppearance, fig: _Figure, rng) -> 
     return fur
 
 
+def _max_filter(mask: Image.Image, size: int) -> Image.Image:
+    """``mask.filter(ImageFilter.MaxFilter(size))``, pixel for pixel (edges replicated),
+    as two 1-D passes in numpy: 2 * size maxima per pixel instead of PIL's size**2 rank
+    search (0.6 vs 5-15 ms a cat; it was a tenth of the demo data's time)."""
+    pixels = np.asarray(mask)
+    height, width = pixels.shape
+    padded = np.pad(pixels, size // 2, mode="edge")
+    rows = padded[:, :width].copy()
+    for shift in range(1, size):
+        np.maximum(rows, padded[:, shift : shift + width], out=rows)
+    out = rows[:height].copy()
+    for shift in range(1, size):
+        np.maximum(out, rows[shift : shift + height], out=out)
+    return Image.fromarray(out, "L")
+
+
 def _draw_cat_layer(rng: np.random.Generator, pose: Pose, cat: CatAppearance, u: float):
     """Render the cat alone on a transparent RGBA layer, facing right, feet on the layer's floor."""
     w, h = int(15 * u), int(11 * u)
@@ -714,7 +730,7 @@ def _draw_cat_layer(rng: np.random.Generator, pose: Pose, cat: CatAppearance, u:
     # A dark outline around the whole silhouette (not around each overlapping part) keeps the
     # cat readable against any background, like a cartoon's ink line.
     k = max(3, int(0.09 * u) | 1)
-    outline = mask.filter(ImageFilter.MaxFilter(k))
+    outline = _max_filter(mask, k)
     layer = Image.new("RGBA", (w, h), (0, 0, 0, 0))
     layer.paste(_shade(cat.fur, 0.35) + (255,), (0, 0, w, h), outline)
     layer.paste(fur, (0, 0), mask)
