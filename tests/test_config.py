@@ -93,8 +93,19 @@ def test_flat_dict_for_mlflow_params() -> None:
         "[emotion, evidence]",
         "[arousal, emotion, evidence]",
         "[emotion, arousal, evidence, advice, summary]",
+        "[emotion, summary]",
+        "[emotion, arousal]",
+        "[]",
     ],
 )
 def test_answer_fields_must_start_with_the_reading_in_order(value: str) -> None:
     with pytest.raises(ConfigError, match="answer_fields"):
         load_config(None, [f"answer_fields={value}"])
+
+
+@pytest.mark.parametrize(
+    "value", ["[emotion]", "[emotion, arousal, evidence]", "[emotion, arousal, evidence, advice]"]
+)
+def test_answer_fields_may_be_the_emotion_alone_or_the_reading_and_more(value: str) -> None:
+    fields = value.strip("[]").split(", ")
+    assert load_config(None, [f"answer_fields={value}"]).answer_fields == fields

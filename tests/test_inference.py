@@ -36,7 +36,13 @@ from purrsight.inference.generate import build_items
 from purrsight.inference.predictor import Predictor, answer_start
 from purrsight.inference.reading import CUE_MODALITY
 from purrsight.inference.report_parse import parse_report
-from purrsight.report import ANSWER_FIELDS, READING_FIELDS, Report, compose_summary
+from purrsight.report import (
+    ANSWER_FIELDS,
+    LABEL_ONLY_FIELDS,
+    READING_FIELDS,
+    Report,
+    compose_summary,
+)
 from purrsight.train.phase2 import run_phase2
 from purrsight.vocabulary import UNSURE, label_advice
 from test_phase2_train import tiny_llama_run
@@ -544,6 +550,21 @@ def test_a_reading_only_answer_gets_a_summary_of_what_was_given(predictor, media
     assert report.summary == compose_summary(top, report.evidence)
     assert "flattened" in report.summary and "hiss" not in report.summary
     assert report.advice.endswith(label_advice(top))
+
+
+def test_an_emotion_only_llm_needs_reading_heads_for_a_report(bundle, read_bundle, media):
+    """``answer_fields: [emotion]``: the LLM never learned to write the evidence, so a
+    bundle without reading heads answers labels and refuses a report with the fix in one
+    line; with heads, the report is the heads' reading and the LLM generates nothing."""
+    alone = Predictor.from_bundle(bundle, precision="32")
+    alone.answer_fields = LABEL_ONLY_FIELDS
+    assert alone.predict(image=media["image"], mode="labels").report.emotion
+    with pytest.raises(BundleError, match=r"only \['emotion'\].*reading heads.*--mode labels"):
+        alone.predict(image=media["image"])
+    read = Predictor.from_bundle(read_bundle, precision="32")
+    read.answer_fields = LABEL_ONLY_FIELDS
+    prediction = read.predict(image=media["image"], audio=media["audio"])
+    assert prediction.raw_text is None and prediction.status == "valid"
 
 
 @pytest.mark.parametrize(("native", "expected"), [(True, torch.bfloat16), (False, torch.float32)])

@@ -27,7 +27,13 @@ from purrsight.data.instruction import (
     make_item,
 )
 from purrsight.data.manifest import parse_line
-from purrsight.report import ANSWER_FIELDS, READING_FIELDS, Evidence, compose_summary
+from purrsight.report import (
+    ANSWER_FIELDS,
+    LABEL_ONLY_FIELDS,
+    READING_FIELDS,
+    Evidence,
+    compose_summary,
+)
 from qwen_fixture import (
     QWEN2_PATTERN,
     byte_tokenizer,
@@ -306,6 +312,11 @@ def test_answer_starts_with_the_emotion_and_leaves_out_what_is_derived(tokenizer
     reading = json.loads(learned.removesuffix(tokenizer.eos_token))
     assert list(reading) == ["emotion", "arousal", "evidence"]
     assert reading["evidence"]["ears"] == "flattened"
+    item = encode_sample(
+        sample, tokenizer, {"image": torch.ones(5)}, K, 1024, answer_fields=LABEL_ONLY_FIELDS
+    )
+    learned = tokenizer.decode(item["input_ids"][item["labels"] != IGNORE_INDEX].tolist())
+    assert learned == '{"emotion":"fearful"}' + tokenizer.eos_token
 
 
 def test_composed_summary_names_only_the_reported_cues() -> None:

@@ -100,7 +100,11 @@ class Report(BaseModel):
 ANSWER_FIELDS: tuple[str, ...] = ("emotion", "arousal", "evidence", "summary", "advice")
 AnswerField = Literal[ANSWER_FIELDS]  # type: ignore[valid-type]
 READING_FIELDS: tuple[str, ...] = ANSWER_FIELDS[:3]
-"""The least a model writes: what it reads from the cat. Label scoring reads the first."""
+"""What a model writes of the cat: the least a model that writes reports on its own writes.
+Label scoring reads the first."""
+LABEL_ONLY_FIELDS: tuple[str, ...] = ANSWER_FIELDS[:1]
+"""The least any model writes: the emotion, which label scoring reads; the reading heads
+of its bundle write the rest."""
 
 
 def answer_json(report: Report, fields: Sequence[str] = ANSWER_FIELDS) -> str:

@@ -466,6 +466,14 @@ class Predictor:
         text (evidence, summary, advice) is written for that emotion."""
         if self.reading is not None:
             return self._read_predictions(prepared, progress, clock)
+        if "evidence" not in self.answer_fields:
+            raise BundleError(
+                f"{self.bundle.path}: its LLM was trained to write only "
+                f"{list(self.answer_fields)} (answer_fields), so a report needs the bundle's "
+                "reading heads, and it has none: export it again with its training data "
+                "(purrsight export --data DIR, without --no-reading-heads), or ask for labels "
+                "(--mode labels)"
+            )
         bundle = self.bundle
         with clock.stage("label_scoring"):
             probs = self.label_probabilities(prepared, progress=progress)

@@ -26,15 +26,22 @@ def run_export(
     reading_data: str | None = None,
     reading: bool = True,
 ) -> dict:
+    from purrsight.inference.bundle_manifest import read_manifest
     from purrsight.inference.export import export_bundle
     from purrsight.inference.reading_export import fit_reading_for_checkpoint
 
     info = export_bundle(checkpoint, out, merge_lora=merge_lora, quantize=quantize)
-    if reading:
-        fitted = fit_reading_for_checkpoint(Path(out), checkpoint, reading_data)
-        if fitted is not None:
-            accuracy = {h.name: h.fit.get("val_accuracy") for h in fitted.heads}
-            print(f"reading heads fitted on {fitted.data} (val accuracy {accuracy})")
+    fitted = fit_reading_for_checkpoint(Path(out), checkpoint, reading_data) if reading else None
+    if fitted is not None:
+        accuracy = {h.name: h.fit.get("val_accuracy") for h in fitted.heads}
+        print(f"reading heads fitted on {fitted.data} (val accuracy {accuracy})")
+    else:
+        fields = read_manifest(Path(out)).prompt.answer_fields
+        if "evidence" not in fields:
+            print(
+                f"warning: this bundle answers labels only: its LLM writes {fields} and it "
+                "has no reading heads to write the evidence (export with --data DIR for them)"
+            )
     print(f"bundle: {out} (llm {info['llm']['kind']}, {info['sizes']['bundle_mb']:.1f} MB)")
     if info.get("quantization"):
         q = info["quantization"]
