@@ -33,7 +33,7 @@ from purrsight.inference.errors import BundleError, InputError
 from purrsight.inference.evaluate import OUTPUT_FILES, evaluate_bundle
 from purrsight.inference.export import export_bundle, model_from_checkpoint, read_phase2_checkpoint
 from purrsight.inference.generate import build_items
-from purrsight.inference.predictor import Predictor, answer_start
+from purrsight.inference.predictor import Predictor, answer_start, label_options
 from purrsight.inference.reading import CUE_MODALITY
 from purrsight.inference.report_parse import parse_report
 from purrsight.report import (
@@ -550,6 +550,16 @@ def test_a_reading_only_answer_gets_a_summary_of_what_was_given(predictor, media
     assert report.summary == compose_summary(top, report.evidence)
     assert "flattened" in report.summary and "hiss" not in report.summary
     assert report.advice.endswith(label_advice(top))
+
+
+def test_labels_are_scored_with_what_follows_them_in_the_trained_answer() -> None:
+    """A model trained on the emotion alone ended it with ``"}``; one trained on more
+    fields with ``","`` before the next: each label is scored with the text its model
+    learned after it."""
+    labels = ["calm", "fearful"]
+    assert label_options(labels, LABEL_ONLY_FIELDS) == ['calm"}', 'fearful"}']
+    assert label_options(labels, READING_FIELDS) == ['calm","', 'fearful","']
+    assert label_options(labels, ANSWER_FIELDS) == ['calm","', 'fearful","']
 
 
 def test_an_emotion_only_llm_needs_reading_heads_for_a_report(bundle, read_bundle, media):

@@ -89,7 +89,13 @@ from purrsight.inference.report_parse import parse_report
 from purrsight.inference.scoring import score_options
 from purrsight.precision import cpu_features_summary, inference_dtype
 from purrsight.progress import Progress
-from purrsight.report import Alternative, Evidence, Report, compose_summary
+from purrsight.report import (
+    LABEL_ONLY_FIELDS,
+    Alternative,
+    Evidence,
+    Report,
+    compose_summary,
+)
 from purrsight.vocabulary import INPUTS, UNSURE, VET_ADVICE, label_advice
 
 log = logging.getLogger(__name__)
@@ -428,7 +434,7 @@ class Predictor:
     ) -> torch.Tensor:
         """[b, L] the LLM's log-likelihood of each label where an answer starts (its
         emotion), every label in one pass under a tree mask."""
-        options = [f'{label}","' for label in self.labels]
+        options = label_options(self.labels, self.answer_fields)
         todo = [p for p in prepared if p.label_scores is None]
         items = self._items(todo)
         shown = Progress(progress, len(items), log, unit="sample") if progress and todo else None
@@ -824,6 +830,15 @@ def _request_kwargs(request: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise InputError(f"unknown request fields {unknown}; use {', '.join(INPUTS)}")
     return {k: request.get(k) for k in INPUTS}
+
+
+def label_options(labels: Sequence[str], answer_fields: Sequence[str]) -> list[str]:
+    """Each label closed with the text that follows the emotion in the answers the model
+    was trained on: ``","`` before the next field, ``"}`` where the emotion is the whole
+    answer (``answer_fields: [emotion]``). Scoring ``","`` after a model that only ever
+    wrote ``"}`` there would charge every label for a token it never learned."""
+    after = '"}' if tuple(answer_fields) == LABEL_ONLY_FIELDS else '","'
+    return [f"{label}{after}" for label in labels]
 
 
 def answer_start(emotion: str) -> str:
