@@ -142,7 +142,8 @@ def resize_center_crop(image: Image.Image, size: int) -> Image.Image:
 
 def _speed_up_efficientnet(model: nn.Module) -> None:
     """BatchNorms folded, symmetric padding into the convolutions, channels-last weights
-    (:mod:`purrsight.models.frozen_convs`): 1.7x faster on CPU, the same features."""
+    (:mod:`purrsight.models.frozen_convs`): 1.2x (fp32) to 1.4x (bf16) faster on CPU, the
+    same features."""
     pairs = [(model, "_conv_stem", "_bn0"), (model, "_conv_head", "_bn1")]
     for block in model._blocks:
         if block._block_args.expand_ratio != 1:

@@ -9,9 +9,10 @@ rounding) and make it faster on CPU:
 * weights in channels-last layout, the layout oneDNN's CPU convolutions are fastest in
   (depthwise ones above all).
 
-Measured on a 2-core AMD EPYC (benchmarks/RESULTS.md, session 8), per 224 px image /
-per 2.3 s audio block: EfficientNet-Lite0 28 -> 16 ms fp32 and 12.4 -> 6.8 ms bf16;
-aiSFX 25 -> 20 ms fp32 and 13 -> 10 ms bf16. Outputs stay within 3e-5 of the originals.
+Measured on a 2-core AMD EPYC (benchmarks/RESULTS.md, session 8), against the networks as
+the encoders ran them before (images already came in channels-last, from the HWC pixels):
+EfficientNet-Lite0 1.15-1.26x fp32 and 1.35-1.48x bf16 per 224 px image; aiSFX 25 -> 20
+ms fp32 and 13 -> 10 ms bf16 per 2.3 s block. Outputs stay within 3e-5 of the originals.
 """
 
 from __future__ import annotations
