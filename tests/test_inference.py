@@ -287,7 +287,9 @@ def test_labels_mode_scores_without_generating(predictor, media) -> None:
 
 
 def test_batch_equals_one_at_a_time(predictor, media) -> None:
-    requests = [{"image": media["image"]}, {"audio": media["audio"]}, {"video": media["video"]}]
+    # The longest prompt (a video: image + audio slots) first: label scoring batches prompts
+    # by length, so the scores must find their way back to the request they belong to.
+    requests = [{"video": media["video"]}, {"image": media["image"]}, {"audio": media["audio"]}]
     batched = predictor.predict_batch(requests, mode="labels")
     for request, got in zip(requests, batched, strict=True):
         alone = predictor.predict(**request, mode="labels")

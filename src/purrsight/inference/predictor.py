@@ -437,15 +437,20 @@ class Predictor:
         options = label_options(self.labels, self.answer_fields)
         todo = [p for p in prepared if p.label_scores is None]
         items = self._items(todo)
+        # Batches of similar prompt lengths: rows are padded to their batch's longest, and
+        # the demo's prompts run 28-42 tokens (each row is scored on its own, so the
+        # order changes no score).
+        order = sorted(range(len(items)), key=lambda i: len(items[i]["input_ids"]))
         shown = Progress(progress, len(items), log, unit="sample") if progress and todo else None
         for start in range(0, len(items), SCORE_BATCH):
-            chunk = items[start : start + SCORE_BATCH]
+            rows = order[start : start + SCORE_BATCH]
+            chunk = [items[i] for i in rows]
             prefixes = [ANSWER_START] * len(chunk)
             scores = score_options(
                 self.bundle.model, self.bundle.tokenizer, chunk, prefixes, options
             )
-            for p, row in zip(todo[start : start + SCORE_BATCH], scores.float(), strict=True):
-                p.label_scores = row
+            for i, row in zip(rows, scores.float(), strict=True):
+                todo[i].label_scores = row
             if shown is not None:
                 shown.update(start + len(chunk))
         return torch.stack([p.label_scores for p in prepared])
