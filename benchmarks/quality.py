@@ -3,7 +3,7 @@ the frozen features hold, on the same subject-grouped splits, over several data 
 
     python benchmarks/quality.py --seeds 0 1 2 [--n 2000] [--json] [--out outputs/quality]
 
-Per seed it draws a demo data set (``--n`` samples, test split >= 300 at the default), runs
+Per seed it draws a demo data set (``--n`` samples, test split 300 at the config's default), runs
 the demo job on it (Phase 1, Phase 2, export, evaluation: ``purrsight demo`` with the data
 seed and size overridden) unless that run is already there, then scores on the test split,
 as macro-F1 and accuracy with bootstrap 95 % intervals, overall and per modality subset:
@@ -51,7 +51,9 @@ VISUAL_CUES = ("ears", "eyes", "tail", "posture")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--n", type=int, default=2000, help="demo samples per seed")
+    parser.add_argument(
+        "--n", type=int, default=None, help="demo samples per seed (default: the config's)"
+    )
     parser.add_argument("--config", default="config/demo.yaml")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--out", default="outputs/quality", help="one folder per seed in it")
@@ -78,7 +80,7 @@ def seed_config(args: argparse.Namespace, seed: int):
     root = Path(args.out) / f"seed{seed}"
     overrides = [
         f"demo.seed={seed}",
-        f"demo.n={args.n}",
+        *([f"demo.n={args.n}"] if args.n is not None else []),
         f"data_dir={root / 'data'}",
         f"phase1.data_dir={root / 'data'}",
         f"phase1.output_dir={root / 'alignment'}",

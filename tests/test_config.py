@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from purrsight.config import Config, ConfigError, load_config, to_flat_dict
+from purrsight.data.demo import SPLITS
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
 
@@ -109,3 +110,21 @@ def test_answer_fields_must_start_with_the_reading_in_order(value: str) -> None:
 def test_answer_fields_may_be_the_emotion_alone_or_the_reading_and_more(value: str) -> None:
     fields = value.strip("[]").split(", ")
     assert load_config(None, [f"answer_fields={value}"]).answer_fields == fields
+
+
+@pytest.mark.parametrize("value", ["[0.5, 0.5]", "[0.7, 0.3, 0]", "[0.6, -0.2, 0.6]"])
+def test_demo_split_needs_three_positive_shares(value: str) -> None:
+    with pytest.raises(ConfigError, match=r"demo\.split: must be 3 positive shares"):
+        load_config(None, [f"demo.split={value}"])
+
+
+def test_the_demo_splits_its_data_by_the_configured_shares(tmp_path) -> None:
+    from purrsight.jobs.demo import ensure_demo_data
+
+    config = load_config(
+        "config/demo.yaml",
+        [f"phase1.data_dir={tmp_path}", "demo.n=40", "demo.split=[0.5, 0.25, 0.25]"],
+    )
+    ensure_demo_data(config, regenerate=True)
+    counts = {s: len((tmp_path / f"{s}.jsonl").read_text().splitlines()) for s in SPLITS}
+    assert counts == {"train": 20, "val": 10, "test": 10}

@@ -139,7 +139,16 @@ class DemoConfig(StrictModel):
     subjects_per_label: int = Field(default=4, ge=1)
     """Synthetic cats per label (the data set has this times the labels; splits are
     grouped by cat, so val and test see cats that training never saw)."""
+    split: list[float] = Field(default_factory=lambda: [0.7, 0.15, 0.15])
+    """Shares of train, val and test (of the samples and of the cats)."""
     summary_path: str = "outputs/demo/summary.json"
+
+    @field_validator("split")
+    @classmethod
+    def _three_positive_shares(cls, shares: list[float]) -> list[float]:
+        if len(shares) != 3 or min(shares) <= 0:
+            raise ValueError(f"must be 3 positive shares [train, val, test], got {shares}")
+        return shares
 
 
 class Config(StrictModel):

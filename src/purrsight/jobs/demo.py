@@ -45,6 +45,7 @@ def ensure_demo_data(config: Config, regenerate: bool) -> dict[str, Any]:
         seed=config.demo.seed,
         labels=config.labels,
         n_subjects_per_label=config.demo.subjects_per_label,
+        split_ratios=tuple(config.demo.split),
     )
     summary["contact_sheet"] = str(make_contact_sheet(data_dir, data_dir / "contact_sheet.png"))
     print(json.dumps(summary, indent=2))
