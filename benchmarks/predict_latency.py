@@ -6,7 +6,8 @@
     python benchmarks/predict_latency.py --fp32 outputs/demo/bundle --int8 outputs/bench/int8 \
         --data data/demo/test.jsonl --json
 
-With ``--checkpoint`` both bundles are exported first (into ``--work``). Each request is
+With ``--checkpoint`` both bundles are exported first (into ``--work``, with reading heads
+as `purrsight export` fits them). Each request is
 the real cat photo (``skimage.data.chelsea()``) plus a generated 2-second sound, timed
 end to end through ``Predictor.predict`` (decoding, encoders, aligner, LLM): p50 and p95
 over ``--runs`` calls after one warm-up call. ``--data`` adds label agreement of int8 with
@@ -31,6 +32,7 @@ import torch
 
 from purrsight.inference.export import export_bundle
 from purrsight.inference.predictor import Predictor
+from purrsight.inference.reading_export import fit_reading_for_checkpoint
 
 
 def cat_photo() -> bytes:
@@ -138,12 +140,16 @@ def main(argv: list[str] | None = None) -> int:
     fp32_dir, int8_dir = args.fp32, args.int8
     if args.checkpoint:
         work = Path(args.work)
+        # As `purrsight export` makes them: with the reading heads, which write a report's
+        # evidence (an emotion-only LLM, answer_fields [emotion], writes none).
         if not fp32_dir:  # a bundle given on the command line is used as it is
             fp32_dir = str(work / "fp32")
             export_bundle(args.checkpoint, fp32_dir)
+            fit_reading_for_checkpoint(Path(fp32_dir), args.checkpoint)
         if not int8_dir:
             int8_dir = str(work / "int8")
             export_bundle(args.checkpoint, int8_dir, quantize="int8")
+            fit_reading_for_checkpoint(Path(int8_dir), args.checkpoint)
     if not fp32_dir or not int8_dir:
         parser.error("give --checkpoint, or both --fp32 and --int8")
     predictors = {
