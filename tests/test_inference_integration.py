@@ -41,6 +41,8 @@ def real_bundle(tmp_path_factory):
             "lora_alpha=8",
             "projector_hidden_dim=64",
             "max_new_tokens=24",
+            # No reading heads here: the LLM itself writes the report's reading.
+            "answer_fields=[emotion, arousal, evidence]",
         ],
     )
     encoders = {
