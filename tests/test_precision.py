@@ -37,6 +37,8 @@ def fresh_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def fake_cpu(monkeypatch: pytest.MonkeyPatch, caps: dict[str, bool]) -> None:
     monkeypatch.setattr(precision, "cpu_capabilities", lambda: dict(caps))
+    level = "AVX512" if caps.get("avx512_f") else "AVX2"
+    monkeypatch.setattr(precision, "aten_cpu_capability", lambda: level)
 
 
 # ----------------------------------------------------------------------------- auto
@@ -51,6 +53,17 @@ def test_auto_picks_bf16_where_the_cpu_has_it_natively(monkeypatch, caplog, caps
     assert choice.autocast_dtype is torch.bfloat16
     assert flag in choice.reason and choice.reason.startswith("auto")
     assert not caplog.records
+
+
+def test_auto_stays_fp32_where_torch_is_capped_below_avx512(monkeypatch) -> None:
+    """ATEN_CPU_CAPABILITY=avx2 (and oneDNN / MKL held at AVX2 with it) on a CPU that has
+    avx512_bf16: bf16 would take the slow path, so auto keeps fp32 and says why."""
+    fake_cpu(monkeypatch, ZEN4)
+    monkeypatch.setattr(precision, "aten_cpu_capability", lambda: "AVX2")
+    choice = resolve_precision("auto", "cpu")
+    assert choice.precision == "32" and "capability AVX2" in choice.reason
+    assert not precision.cpu_has_native_bf16()
+    assert precision.inference_dtype("auto", "cpu") is torch.float32
 
 
 def test_auto_stays_fp32_on_an_avx2_only_cpu(monkeypatch, caplog) -> None:

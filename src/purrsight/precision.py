@@ -96,8 +96,21 @@ def cpu_bf16_flags(caps: Mapping[str, Any] | None = None) -> dict[str, bool]:
 
 
 def cpu_has_native_bf16() -> bool:
-    """True where the CPU does bf16 matmuls natively (AVX512-BF16 or AMX-BF16)."""
-    return any(cpu_bf16_flags().values())
+    """True where the CPU does bf16 matmuls natively (AVX512-BF16 or AMX-BF16) and torch
+    may use it (not capped below AVX-512, see :func:`bf16_capped_by`)."""
+    return any(cpu_bf16_flags().values()) and bf16_capped_by() is None
+
+
+# ATen levels below AVX-512: where torch is held at one (ATEN_CPU_CAPABILITY=avx2, with
+# ONEDNN_MAX_CPU_ISA / MKL_ENABLE_INSTRUCTIONS to match), bf16 matmuls take the slow path
+# even on a CPU that has avx512_bf16.
+_BELOW_AVX512 = ("DEFAULT", "AVX2")
+
+
+def bf16_capped_by() -> str | None:
+    """The ATen capability that keeps torch from the CPU's bf16 instructions, else None."""
+    capability = aten_cpu_capability()
+    return capability if capability in _BELOW_AVX512 else None
 
 
 def cuda_has_native_bf16() -> bool:
@@ -209,6 +222,13 @@ def _auto(device_type: str) -> PrecisionChoice:
         return _choice("32", "auto: the CUDA GPU has no native bf16")
     if device_type == "cpu":
         found = [flag for flag, present in cpu_bf16_flags().items() if present]
+        capped = bf16_capped_by()
+        if found and capped:
+            return _choice(
+                "32",
+                f"auto: CPU has {' and '.join(found)}, but torch runs at capability "
+                f"{capped} (ATEN_CPU_CAPABILITY), where bf16 is the slow path",
+            )
         if found:
             return _choice("bf16-mixed", f"auto: CPU has {' and '.join(found)}")
         return _choice(
@@ -220,9 +240,14 @@ def _auto(device_type: str) -> PrecisionChoice:
 def _warn_if_slow_bf16(device_type: str) -> None:
     """One warning per process when an explicit bf16-mixed will run emulated."""
     if device_type == "cpu" and not cpu_has_native_bf16():
-        missing = "avx512_bf16 / amx_bf16"
+        capped = bf16_capped_by() if any(cpu_bf16_flags().values()) else None
+        where = (
+            f"with torch at capability {capped}"
+            if capped
+            else "on a CPU without avx512_bf16 / amx_bf16"
+        )
         hint = (
-            f"precision: 'bf16-mixed' on a CPU without {missing}: bf16 runs in torch's "
+            f"precision: 'bf16-mixed' {where}: bf16 runs in torch's "
             "scalar fallback, ~10-100x slower than fp32; use precision: auto or '32'"
         )
     elif device_type == "cuda" and not cuda_has_native_bf16():
