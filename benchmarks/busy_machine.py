@@ -14,9 +14,10 @@ the config's LLM (the embedded SmolLM2-135M for config/demo.yaml) with LoRA and
 projectors, gradient checkpointing as the config says, the precision the config
 resolves to on this CPU (autocast in that dtype, the frozen linears held in it, as
 training does). The batch is fixed: 8 samples (the first 8 of ``<data_dir>/train.jsonl``
-where it exists, else a built-in report) with image and audio slots and random unit
-aligned features (throughput does not depend on their values): 116 tokens a sample
-with the demo data.
+where it exists, their answers as the config's ``answer_fields`` write them, else a
+built-in report) with image and audio slots and random unit aligned features
+(throughput does not depend on their values): ~45 tokens a sample with the demo data
+and its emotion-only answers.
 
 Policies, each in a fresh process (OpenMP reads its variables when torch loads):
 
@@ -94,7 +95,8 @@ def texts(config) -> list[tuple[str, str]]:
     if path.is_file():
         samples = read_manifest(path, config.labels)[:BATCH]
         if len(samples) == BATCH:
-            return [(s.instruction, s.response_json()) for s in samples]
+            # The answer as training writes it (the config's answer_fields).
+            return [(s.instruction, s.response_json(config.answer_fields)) for s in samples]
     return [("How does this cat feel?", BUILT_IN_RESPONSE)] * BATCH
 
 
