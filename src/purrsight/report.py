@@ -107,6 +107,13 @@ LABEL_ONLY_FIELDS: tuple[str, ...] = ANSWER_FIELDS[:1]
 of its bundle write the rest."""
 
 
+def writes_reading(answer_fields: Sequence[str]) -> bool:
+    """Whether a model trained on ``answer_fields`` writes its reading (arousal and
+    evidence) after the emotion; False for :data:`LABEL_ONLY_FIELDS`, whose bundle's
+    reading heads write it."""
+    return tuple(answer_fields) != LABEL_ONLY_FIELDS
+
+
 def answer_json(report: Report, fields: Sequence[str] = ANSWER_FIELDS) -> str:
     """The assistant's answer for ``report``: compact JSON of ``fields`` (in
     :data:`ANSWER_FIELDS` order). On the demo data all five are ~78 SmolLM2 tokens, the

@@ -89,13 +89,7 @@ from purrsight.inference.report_parse import parse_report
 from purrsight.inference.scoring import score_options
 from purrsight.precision import cpu_features_summary, inference_dtype
 from purrsight.progress import Progress
-from purrsight.report import (
-    LABEL_ONLY_FIELDS,
-    Alternative,
-    Evidence,
-    Report,
-    compose_summary,
-)
+from purrsight.report import Alternative, Evidence, Report, compose_summary, writes_reading
 from purrsight.vocabulary import INPUTS, UNSURE, VET_ADVICE, label_advice
 
 log = logging.getLogger(__name__)
@@ -477,7 +471,7 @@ class Predictor:
         text (evidence, summary, advice) is written for that emotion."""
         if self.reading is not None:
             return self._read_predictions(prepared, progress, clock)
-        if "evidence" not in self.answer_fields:
+        if not writes_reading(self.answer_fields):
             raise BundleError(
                 f"{self.bundle.path}: its LLM was trained to write only "
                 f"{list(self.answer_fields)} (answer_fields), so a report needs the bundle's "
@@ -842,7 +836,7 @@ def label_options(labels: Sequence[str], answer_fields: Sequence[str]) -> list[s
     was trained on: ``","`` before the next field, ``"}`` where the emotion is the whole
     answer (``answer_fields: [emotion]``). Scoring ``","`` after a model that only ever
     wrote ``"}`` there would charge every label for a token it never learned."""
-    after = '"}' if tuple(answer_fields) == LABEL_ONLY_FIELDS else '","'
+    after = '","' if writes_reading(answer_fields) else '"}'
     return [f"{label}{after}" for label in labels]
 
 

@@ -29,6 +29,7 @@ def run_export(
     from purrsight.inference.bundle_manifest import read_manifest
     from purrsight.inference.export import export_bundle
     from purrsight.inference.reading_export import fit_reading_for_checkpoint
+    from purrsight.report import writes_reading
 
     info = export_bundle(checkpoint, out, merge_lora=merge_lora, quantize=quantize)
     fitted = fit_reading_for_checkpoint(Path(out), checkpoint, reading_data) if reading else None
@@ -37,7 +38,7 @@ def run_export(
         print(f"reading heads fitted on {fitted.data} (val accuracy {accuracy})")
     else:
         fields = read_manifest(Path(out)).prompt.answer_fields
-        if "evidence" not in fields:
+        if not writes_reading(fields):
             print(
                 f"warning: this bundle answers labels only: its LLM writes {fields} and it "
                 "has no reading heads to write the evidence (export with --data DIR for them)"
